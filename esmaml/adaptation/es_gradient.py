@@ -1,0 +1,133 @@
+"""ES-gradient adaptation: one zero-order gradient step per task.
+
+    theta' = theta - alpha * g,   g = 1/K sum_k w_k p_k
+
+with K directions p_k (Gaussian, orthogonal or DPP-selected), the values f(theta + sigma p_k)
+of the adaptation loss, the pivot f(theta), and the weights of the chosen estimator and fitness
+shaping (ES-MAML: z-scored values). One step costs K + 1 queries (2K for antithetic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from esmaml.adaptation.base import (
+    AdaptationOperator,
+    check_positive_float,
+    check_positive_int,
+    num_tasks,
+    per_task_generator,
+)
+from esmaml.adaptation.dpp import dpp_directions
+from esmaml.tasks.base import TaskFamily, Tasks
+from esmaml.zero_order.estimators import (
+    check_method,
+    check_shaping,
+    es_gradient,
+    perturb,
+)
+from esmaml.zero_order.noise import sample_noise
+
+Sampling = Literal["gaussian", "orthogonal", "dpp"]
+
+
+@dataclass(frozen=True)
+class ESTrace:
+    """What one ES step saw, per adapted vector: directions ``[*B, K, D]``, values ``[*B, M]``,
+    pivot ``[*B]`` and the estimate ``[*B, D]`` (first-order ES-MAML's Hessian needs them)."""
+
+    directions: Tensor
+    values: Tensor
+    pivot: Tensor
+    gradient: Tensor
+
+
+class ESGradientAdaptation(AdaptationOperator):
+    """ES-gradient adaptation (K queries plus a pivot, shaped values, step ``step_size``)."""
+
+    def __init__(
+        self,
+        num_queries: int = 20,
+        sigma: float = 0.1,
+        step_size: float = 0.05,
+        *,
+        num_steps: int = 1,
+        method: str = "forward",
+        sampling: Sampling = "gaussian",
+        shaping: str = "zscore",
+        dpp_oversample: int = 5,
+        dpp_bandwidth: float = 0.5,
+    ):
+        self.num_queries = check_positive_int("num_queries", num_queries)
+        self.sigma = check_positive_float("sigma", sigma)
+        self.step_size = check_positive_float("step_size", step_size)
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
+        self.num_steps = num_steps
+        self.method = check_method(method)
+        if sampling not in ("gaussian", "orthogonal", "dpp"):
+            raise ValueError(f"sampling={sampling!r} is unknown; valid: gaussian, orthogonal, dpp")
+        self.sampling = sampling
+        self.shaping = check_shaping(shaping)
+        self.dpp_oversample = check_positive_int("dpp_oversample", dpp_oversample)
+        self.dpp_bandwidth = check_positive_float("dpp_bandwidth", dpp_bandwidth)
+
+    @property
+    def queries_per_step(self) -> int:
+        evaluations = 2 * self.num_queries if self.method == "antithetic" else self.num_queries
+        return evaluations + (1 if self.method == "forward" else 0)
+
+    def directions(
+        self, tasks: Tasks, dim: int, seed: int, device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        """``[num_tasks, K, D]``: one set of directions per task (common random numbers)."""
+        generator = per_task_generator(seed, device)
+        shape = (num_tasks(tasks), self.num_queries, dim)
+        if self.sampling == "dpp":
+            return dpp_directions(
+                self.num_queries,
+                dim,
+                shape[:1],
+                oversample=self.dpp_oversample,
+                bandwidth=self.dpp_bandwidth,
+                generator=generator,
+                device=device,
+                dtype=dtype,
+            )
+        return sample_noise(
+            shape, kind=self.sampling, generator=generator, device=device, dtype=dtype
+        )
+
+    def trace(
+        self, family: TaskFamily, params: Tensor, tasks: Tasks, task_ids: Tensor, seed: int
+    ) -> ESTrace:
+        """Evaluate the K queries and the pivot of one step and estimate the gradient."""
+        directions = self.directions(tasks, params.shape[-1], seed, params.device, params.dtype)
+        directions = directions[task_ids]  # [*B, K, D]
+        candidates = perturb(params, directions, self.sigma, self.method)  # [*B, M, D]
+        generator = per_task_generator(seed + 1, params.device)
+        values = family.loss(
+            candidates, tasks, task_ids.unsqueeze(-1), phase="adapt", generator=generator
+        )
+        if self.method == "forward":
+            pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=generator)
+        else:
+            pivot = values.mean(-1)  # the estimate does not use it: spend no query on it
+        gradient = es_gradient(
+            directions,
+            values,
+            method=self.method,
+            sigma=self.sigma,
+            baseline=pivot,
+            shaping=self.shaping,
+        )
+        return ESTrace(directions, values, pivot, gradient)
+
+    def step(
+        self, family: TaskFamily, params: Tensor, tasks: Tasks, task_ids: Tensor, seed: int
+    ) -> Tensor:
+        return params - self.step_size * self.trace(family, params, tasks, task_ids, seed).gradient

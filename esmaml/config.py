@@ -1,0 +1,208 @@
+"""Typed experiment configs: YAML files plus ``key=value`` overrides, validated up front.
+
+The schema is a tree of dataclasses (OmegaConf structured configs). Component options live in
+free-form ``params`` mappings that are checked against the component's constructor signature, so
+an unknown key anywhere is an error that lists the near matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the key and what would be valid."""
+
+
+@dataclass
+class TaskConfig:
+    family: str = "sine"
+    params: dict[str, Any] = field(default_factory=dict)
+    train_pool: int = -1
+    test_pool: int = 100
+
+
+@dataclass
+class AdaptationConfig:
+    operator: str = "es_gradient"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MetaConfig:
+    algorithm: str = "es_maml"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationConfig:
+    every: int = 50
+    num_tasks: int = 100
+    num_steps: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 25
+    keep_previous: bool = True
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # online | offline | disabled | auto (online if logged in, else offline)
+    project: str = "esmaml"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    log_checkpoint: bool = True
+
+
+@dataclass
+class EvaluatorConfig:
+    backend: str = "local"  # local | ray
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "cpu"
+    iterations: int = 100
+    task: TaskConfig = field(default_factory=TaskConfig)
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    progress: bool = True
+    run_dir: str | None = None
+
+
+def _near(key: str, options: Sequence[str]) -> str:
+    matches = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+    return f"{hint} Valid: {', '.join(sorted(options))}"
+
+
+def _keys_of(node: Any) -> list[str]:
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except (ConfigKeyError, ConfigAttributeError) as error:
+        key = str(getattr(error, "key", "")) or str(error)
+        parent = getattr(error, "full_key", key).rsplit(".", 1)
+        node = OmegaConf.select(base, parent[0]) if len(parent) == 2 else base
+        raise ConfigError(
+            f"{source}: unknown key {getattr(error, 'full_key', key)!r}{_near(key, _keys_of(node))}"
+        ) from None
+    except ValidationError as error:
+        raise ConfigError(
+            f"{source}: {getattr(error, 'full_key', '')!r} has the wrong type: "
+            f"{str(error.msg).splitlines()[0]}"
+        ) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The schema defaults, then the YAML file, then ``key=value`` overrides (dotted keys)."""
+    config: DictConfig = OmegaConf.structured(ExperimentConfig)
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} does not exist")
+        loaded = OmegaConf.load(file)
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config file {str(file)!r} must hold a mapping")
+        if "name" not in loaded:
+            loaded.name = file.stem
+        config = _merge(config, loaded, str(file))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. iterations=10)")
+        key, _ = item.split("=", 1)
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(config, parent) if parent else config
+        free_form = "params" in key.split(".")[:-1]  # component options: checked when built
+        if not free_form and (not isinstance(node, DictConfig) or leaf not in node):
+            options = _keys_of(node) if isinstance(node, DictConfig) else _keys_of(config)
+            raise ConfigError(
+                f"override {item!r}: unknown key {key!r}{_near(leaf or key, options)}"
+            )
+        config = _merge(config, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    result: ExperimentConfig = OmegaConf.to_object(config)  # type: ignore[assignment]
+    validate(result)
+    return result
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Value checks the types cannot express."""
+    checks: list[tuple[str, bool, str]] = [
+        ("iterations", config.iterations >= 1, "an int >= 1"),
+        ("evaluation.every", config.evaluation.every >= 1, "an int >= 1"),
+        ("evaluation.num_tasks", config.evaluation.num_tasks >= 1, "an int >= 1"),
+        ("checkpoint.every", config.checkpoint.every >= 1, "an int >= 1"),
+        ("optimizer.lr", config.optimizer.lr > 0, "a positive number"),
+        (
+            "task.train_pool",
+            config.task.train_pool == -1 or config.task.train_pool >= 1,
+            "-1 or >= 1",
+        ),
+        ("task.test_pool", config.task.test_pool == -1 or config.task.test_pool >= 1, "-1 or >= 1"),
+        (
+            "wandb.mode",
+            config.wandb.mode in ("online", "offline", "disabled", "auto"),
+            "one of online, offline, disabled, auto",
+        ),
+        ("evaluator.backend", config.evaluator.backend in ("local", "ray"), "local or ray"),
+    ]
+    for key, ok, valid in checks:
+        if not ok:
+            value = OmegaConf.select(OmegaConf.structured(config), key)
+            raise ConfigError(f"{key}={value!r} is invalid; it must be {valid}")
+
+
+def check_params(
+    where: str, target: Callable[..., Any], params: Mapping[str, Any], skip: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``params`` must be keyword arguments that ``target`` accepts."""
+    signature = inspect.signature(target)
+    accepted = [
+        name
+        for name, p in signature.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in ("self", *skip)
+    ]
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return dict(params)
+    for key in params:
+        if key not in accepted:
+            raise ConfigError(f"{where}: unknown key {key!r}{_near(key, accepted)}")
+    return dict(params)
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]

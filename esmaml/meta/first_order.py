@@ -1,0 +1,157 @@
+"""First-order ES-MAML (Song et al. 2020, Algorithm 3), read top to bottom.
+
+For each task i: adapt with an ES-gradient step, theta'_i = theta - alpha g_adapt(theta); then
+estimate the query-loss gradient at the adapted point by ES, g_i ~ grad f_i(theta'_i). The
+meta-gradient is mean_i g_i (first order: dtheta'/dtheta ~ I), or, with the Hessian correction,
+mean_i (I - alpha H_i) g_i where H_i is the ES Hessian from the adaptation's own queries,
+
+    H_i = 1/(K sigma^2) sum_k (f_ik - mean_k f_ik) p_ik p_ik^T,
+
+applied without forming H: H g = 1/(K sigma^2) sum_k (f_ik - mean f_i) p_ik (p_ik . g).
+The gradient lands in ``theta.grad`` and any torch.optim optimizer takes the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from esmaml.adaptation.base import check_positive_float, check_positive_int
+from esmaml.adaptation.es_gradient import ESGradientAdaptation
+from esmaml.meta.base import MetaLearner
+from esmaml.tasks.base import TaskFamily, Tasks
+from esmaml.zero_order import draw_seed, es_gradient, make_generator, perturb, sample_noise
+from esmaml.zero_order.estimators import check_method, check_shaping
+
+
+class FirstOrderESMAML(MetaLearner):
+    """First-order ES-MAML with an optional ES Hessian correction.
+
+    Args:
+        family: the task family.
+        adaptation: an :class:`ESGradientAdaptation` (its queries give the Hessian estimate).
+        num_perturbations: directions per task for the gradient at the adapted point.
+        sigma: smoothing scale of that gradient.
+        tasks_per_iteration: tasks per iteration.
+        hessian_correction: apply (I - alpha H_i).
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        adaptation: ESGradientAdaptation,
+        *,
+        optimizer: Any = None,
+        num_perturbations: int = 20,
+        sigma: float = 0.1,
+        method: str = "antithetic",
+        sampling: str = "gaussian",
+        shaping: str = "none",
+        tasks_per_iteration: int = 16,
+        hessian_correction: bool = False,
+        generator: torch.Generator | None = None,
+        init_params: Tensor | None = None,
+    ):
+        if not isinstance(adaptation, ESGradientAdaptation):
+            raise TypeError(
+                "first-order ES-MAML needs adaptation=ESGradientAdaptation (its queries give the "
+                f"Hessian estimate), got {type(adaptation).__name__}"
+            )
+        if hessian_correction and adaptation.num_steps != 1:
+            raise ValueError("hessian_correction supports a single adaptation step (num_steps=1)")
+        self.family, self.adaptation = family, adaptation
+        self.num_perturbations = check_positive_int("num_perturbations", num_perturbations)
+        self.sigma = check_positive_float("sigma", sigma)
+        self.method, self.shaping = check_method(method), check_shaping(shaping)
+        self.sampling = sampling
+        self._tasks = check_positive_int("tasks_per_iteration", tasks_per_iteration)
+        self.hessian_correction = bool(hessian_correction)
+        self.generator = generator if generator is not None else torch.Generator()
+        initial = family.init_params(self.generator) if init_params is None else init_params
+        self.theta = nn.Parameter(initial.detach().clone().to(family.device))
+        self.optimizer = (optimizer or (lambda p: torch.optim.SGD(p, lr=0.01)))([self.theta])
+
+    @property
+    def tasks_per_iteration(self) -> int:
+        return self._tasks
+
+    @torch.no_grad()
+    def meta_gradient(self, tasks: Tasks, seed: int) -> tuple[Tensor, dict[str, float]]:
+        """The first-order meta-gradient ``[D]`` and metrics for ``tasks``."""
+        n = next(iter(tasks.values())).shape[0]
+        ids = torch.arange(n, device=self.theta.device)
+        theta = self.theta.detach().expand(n, -1)
+        adaptation = self.adaptation
+        trace = None
+        adapted = theta
+        for index in range(adaptation.num_steps):
+            trace = adaptation.trace(self.family, adapted, tasks, ids, seed + 7919 * index)
+            adapted = adapted - adaptation.step_size * trace.gradient
+        generator = make_generator(seed + 1, theta.device)
+        directions = sample_noise(
+            (n, self.num_perturbations, theta.shape[-1]),
+            kind=self.sampling,
+            generator=generator,
+            device=theta.device,
+            dtype=theta.dtype,
+        )
+        population = perturb(adapted, directions, self.sigma, self.method)  # [n, M, D]
+        rollouts = make_generator(seed + 2, theta.device)
+        values = self.family.loss(
+            population, tasks, ids.unsqueeze(-1), phase="query", generator=rollouts
+        )
+        center = self.family.loss(adapted, tasks, ids, phase="query", generator=rollouts)
+        if not bool(torch.isfinite(values).all()):
+            raise FloatingPointError("first-order ES-MAML: a query evaluation was NaN or inf")
+        gradients = es_gradient(
+            directions,
+            values,
+            method=self.method,
+            sigma=self.sigma,
+            baseline=center,
+            shaping=self.shaping,
+        )  # [n, D]
+        if self.hessian_correction and trace is not None:
+            k = trace.directions.shape[-2]
+            f = (
+                trace.values[..., :k]
+                if adaptation.method != "antithetic"
+                else (trace.values[..., :k] + trace.values[..., k:]) / 2
+            )
+            centered = f - f.mean(-1, keepdim=True)  # [n, K]
+            projections = (trace.directions @ gradients.unsqueeze(-1)).squeeze(-1)  # p.g [n, K]
+            hessian_g = ((centered * projections).unsqueeze(-1) * trace.directions).sum(-2)
+            hessian_g = hessian_g / (k * adaptation.sigma**2)
+            gradients = gradients - adaptation.step_size * hessian_g
+        queries = n * (adaptation.queries + values.shape[-1] + 1)
+        return gradients.mean(0), {
+            "meta_objective": float(center.mean()),
+            "perturbed_mean": float(values.mean()),
+            "perturbed_std": float(values.std(unbiased=False)),
+            "queries": float(queries),
+        }
+
+    def step(self, tasks: Tasks) -> dict[str, float]:
+        gradient, metrics = self.meta_gradient(tasks, draw_seed(self.generator))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.theta.grad = gradient.to(self.theta.dtype)
+        grad_norm = float(gradient.norm())
+        self.optimizer.step()
+        if not bool(torch.isfinite(self.theta).all()):
+            raise FloatingPointError(
+                f"first-order ES-MAML: meta-parameters became NaN/inf (gradient norm {grad_norm})"
+            )
+        return {**metrics, "grad_norm": grad_norm, "sigma": self.sigma}
+
+    def parameters_flat(self) -> Tensor:
+        return self.theta.detach().clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.theta.copy_(state["theta"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,222 @@
+"""Second-order MAML through learn2learn: the gradient-based baseline ES-MAML is compared with.
+
+For a batch of tasks ``T_1..T_n`` the meta-objective is
+
+    J(theta) = (1/n) sum_i L_query(T_i, U^k(theta, T_i)),
+    U(theta, T) = theta - alpha * grad_theta L_support(T, theta)   (applied k times),
+
+differentiated through the inner steps (``learn2learn.algorithms.MAML(first_order=False)``).
+It works on any supervised family with a ``model`` (a :class:`~esmaml.models.FunctionalMLP`
+whose ``to_module()`` builds the matching ``nn.Sequential``) and ``x_support``/``y_support``/
+``x_query``/``y_query`` task tensors: float targets give MSE (regression), integer targets
+cross-entropy (classification), as in :class:`~esmaml.tasks.sine.SineRegression` and
+:class:`~esmaml.tasks.fewshot.TasksetFamily`.
+
+learn2learn is an optional extra (``bash scripts/setup.sh`` builds it), imported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from esmaml.tasks.base import TaskFamily, Tasks, validate_tasks
+from esmaml.tasks.fewshot import import_learn2learn
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+SUPERVISED_FIELDS: tuple[str, ...] = ("x_support", "y_support", "x_query", "y_query")
+
+
+def supervised_loss(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """MSE for float targets, cross-entropy for integer labels; ``x [N, *feat]`` is flattened."""
+    pred = module(x.reshape(x.shape[0], -1))
+    if y.is_floating_point():
+        return F.mse_loss(pred, y.reshape(pred.shape))
+    return F.cross_entropy(pred, y.reshape(-1))
+
+
+class L2LMAML:
+    """learn2learn's second-order MAML on a supervised task family.
+
+    Args:
+        family: a supervised family with ``model.to_module()`` (differentiable).
+        meta_lr: outer learning rate (beta).
+        alpha: inner (adaptation) learning rate.
+        adaptation_steps: inner gradient steps k on the support set.
+        optimizer: ``'adam'`` or ``'sgd'`` for the outer step.
+        first_order: drop the second-order terms (FOMAML); the default is exact MAML.
+        seed: seeds the initial parameters ``family.init_params``.
+        grad_clip: clip the meta-gradient's global norm to this (None: no clipping).
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        *,
+        meta_lr: float = 1e-3,
+        alpha: float = 0.01,
+        adaptation_steps: int = 1,
+        optimizer: str = "adam",
+        first_order: bool = False,
+        seed: int = 0,
+        grad_clip: float | None = None,
+    ):
+        l2l = import_learn2learn()
+        model = getattr(family, "model", None)
+        if model is None or not hasattr(model, "to_module"):
+            raise TypeError(
+                f"L2LMAML needs a family with a FunctionalMLP `model` (to_module()); "
+                f"{type(family).__name__} has none"
+            )
+        if not family.differentiable:
+            raise ValueError(
+                f"{type(family).__name__} is not differentiable (non-differentiable activation or "
+                "quantised weights): its gradient is zero almost everywhere, so MAML cannot "
+                "adapt; use an ES-MAML meta-learner"
+            )
+        if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int):
+            raise ValueError(f"adaptation_steps must be an int >= 0, got {adaptation_steps!r}")
+        if adaptation_steps < 0:
+            raise ValueError(f"adaptation_steps must be >= 0, got {adaptation_steps}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
+        self.family = family
+        self.meta_lr, self.alpha = float(meta_lr), float(alpha)
+        self.adaptation_steps = adaptation_steps
+        self.optimizer_name = optimizer
+        self.first_order = bool(first_order)
+        self.seed = int(seed)
+        self.grad_clip = grad_clip
+        init = family.init_params(torch.Generator().manual_seed(self.seed))
+        module = model.to_module(init.cpu()).to(family.device)
+        self.maml = l2l.algorithms.MAML(module, lr=self.alpha, first_order=self.first_order)
+        if optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                self.maml.parameters(), lr=self.meta_lr
+            )
+        else:
+            self.optimizer = torch.optim.SGD(self.maml.parameters(), lr=self.meta_lr)
+        self.iteration = 0
+
+    # -- flat parameters ---------------------------------------------------------------------
+    def parameters_flat(self) -> Tensor:
+        """The meta-parameters ``[D]`` in the family's flat (FunctionalMLP) layout.
+
+        ``to_module()`` lists ``0.weight, 0.bias, 2.weight, ...`` (row-major), the same order
+        and shapes as ``FunctionalMLP.layout``, so ``parameters_to_vector`` is that layout.
+        """
+        return parameters_to_vector(self.maml.module.parameters()).detach().clone()
+
+    def load_parameters_flat(self, params: Tensor) -> None:
+        """Set the meta-parameters from a flat ``[D]`` vector (the family's layout)."""
+        if params.shape != (self.family.num_params,):
+            raise ValueError(
+                f"expected flat parameters of shape ({self.family.num_params},), "
+                f"got {tuple(params.shape)}"
+            )
+        with torch.no_grad():
+            vector_to_parameters(params.detach().clone(), self.maml.module.parameters())
+
+    # -- adaptation --------------------------------------------------------------------------
+    def _check(self, tasks: Tasks) -> Tasks:
+        tasks = validate_tasks(tasks, where=f"{type(self).__name__}: tasks")
+        missing = [key for key in SUPERVISED_FIELDS if key not in tasks]
+        if missing:
+            raise KeyError(f"L2LMAML needs supervised tasks; the task dict lacks {missing}")
+        return tasks
+
+    def _adapt(self, tasks: Tasks, index: int, steps: int, first_order: bool | None) -> nn.Module:
+        """A clone of the meta-model after ``steps`` gradient steps on task ``index``'s support."""
+        learner = self.maml.clone(first_order=first_order)
+        x, y = tasks["x_support"][index], tasks["y_support"][index]
+        for _ in range(steps):
+            learner.adapt(supervised_loss(learner, x, y))
+        return learner
+
+    def step(self, tasks: Tasks) -> dict[str, float]:
+        """One meta-update on all tasks of ``tasks``; returns the batch's metrics.
+
+        ``meta_objective``: mean query loss after adaptation (before the update); ``grad_norm``:
+        the meta-gradient's norm (before clipping); ``queries``: loss evaluations, one per inner
+        step and one for the query set per task.
+        """
+        tasks = self._check(tasks)
+        n = next(iter(tasks.values())).shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        correct = 0.0
+        classify = not tasks["y_query"].is_floating_point()
+        for i in range(n):
+            learner = self._adapt(tasks, i, self.adaptation_steps, None)
+            x, y = tasks["x_query"][i], tasks["y_query"][i]
+            loss = supervised_loss(learner, x, y)
+            # Backward per task (gradients accumulate) keeps one task's graph alive at a time.
+            (loss / n).backward()
+            total += float(loss.detach())
+            if classify:
+                with torch.no_grad():
+                    pred = learner(x.reshape(x.shape[0], -1)).argmax(-1)
+                    correct += float((pred == y.reshape(-1)).float().mean())
+        params = list(self.maml.parameters())
+        if self.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
+            grad_norm = torch.cat(grads).norm() if grads else torch.zeros(())
+        self.optimizer.step()
+        self.iteration += 1
+        metrics = {
+            "meta_objective": total / n,
+            "grad_norm": float(grad_norm),
+            "queries": float(n * (self.adaptation_steps + 1)),
+        }
+        if classify:
+            metrics["accuracy"] = correct / n
+        return metrics
+
+    def evaluate(self, tasks: Tasks, steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """Query losses ``(pre [n], post [n])`` before and after ``steps`` inner steps
+        (default ``adaptation_steps``); the meta-parameters are not changed.
+
+        Adaptation here is first-order (no graph through the step is needed to evaluate).
+        """
+        tasks = self._check(tasks)
+        steps = self.adaptation_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        n = next(iter(tasks.values())).shape[0]
+        pre, post = torch.empty(n), torch.empty(n)
+        for i in range(n):
+            x, y = tasks["x_query"][i], tasks["y_query"][i]
+            with torch.no_grad():
+                pre[i] = supervised_loss(self.maml, x, y)
+            learner = self._adapt(tasks, i, steps, first_order=True)
+            with torch.no_grad():
+                post[i] = supervised_loss(learner, x, y)
+        return pre, post
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "maml": self.maml.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "config": {
+                "meta_lr": self.meta_lr,
+                "alpha": self.alpha,
+                "adaptation_steps": self.adaptation_steps,
+                "optimizer": self.optimizer_name,
+                "first_order": self.first_order,
+                "seed": self.seed,
+                "grad_clip": self.grad_clip,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.maml.load_state_dict(state["maml"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])

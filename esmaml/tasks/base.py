@@ -1,0 +1,116 @@
+"""The task-family protocol: a distribution over tasks and a batched per-task loss.
+
+Everything above it (adaptation operators, meta-learners, evaluators) sees only this:
+
+    family.sample_tasks(n, split=..., generator=...) -> Tasks       # dict of [n, ...] tensors
+    family.loss(params [*B, D], tasks, task_ids [*B], phase=...)   -> [*B]  (lower is better)
+
+``params`` are flat parameter vectors, so a whole [population, queries] grid of models is one
+call. ``phase='adapt'`` is what adaptation may query (support set, or adaptation rollouts);
+``phase='query'`` is what the adapted parameters are judged on (query set, or fresh rollouts).
+RL families return minus the return.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Tasks = dict[str, Tensor]
+Split = Literal["train", "test"]
+Phase = Literal["adapt", "query"]
+SPLITS: tuple[str, ...] = ("train", "test")
+PHASES: tuple[str, ...] = ("adapt", "query")
+
+
+class TaskFamily(abc.ABC):
+    """A distribution over tasks with a batched loss on flat parameter vectors."""
+
+    #: Length D of the flat parameter vector.
+    num_params: int
+    #: Whether ``loss`` is differentiable in ``params`` (gradient-descent adaptation needs it).
+    differentiable: bool = True
+    #: Whether the loss is random given params and task (RL rollouts from random states).
+    stochastic: bool = False
+
+    @abc.abstractmethod
+    def init_params(self, generator: torch.Generator | None = None) -> Tensor:
+        """A fresh flat parameter vector ``[D]``."""
+
+    @abc.abstractmethod
+    def sample_tasks(
+        self, n: int, *, split: Split = "train", generator: torch.Generator | None = None
+    ) -> Tasks:
+        """``n`` tasks as a dict of tensors with leading dim ``n``."""
+
+    @abc.abstractmethod
+    def loss(
+        self,
+        params: Tensor,
+        tasks: Tasks,
+        task_ids: Tensor,
+        *,
+        phase: Phase = "query",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Loss ``[*B]`` of ``params [*B, D]`` on task ``task_ids [*B]`` of ``tasks``."""
+
+    def metrics(self, params: Tensor, tasks: Tasks, task_ids: Tensor) -> dict[str, Tensor]:
+        """Extra per-task metrics ``name -> [*B]`` on the query phase (e.g. accuracy)."""
+        return {}
+
+    def validate_tasks(self, tasks: Mapping[str, Tensor], n: int | None = None) -> Tasks:
+        """Check ``tasks`` is a non-empty dict of tensors sharing a leading dim; returns it."""
+        return validate_tasks(tasks, n, where=type(self).__name__)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+
+def validate_tasks(
+    tasks: Mapping[str, Tensor], n: int | None = None, *, where: str = "tasks"
+) -> Tasks:
+    """A clear error for malformed tasks: not a dict, a non-tensor, mismatched or empty dims."""
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise TypeError(
+            f"{where} must return a non-empty dict of tensors, got {type(tasks).__name__}"
+        )
+    sizes = {}
+    for key, value in tasks.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(
+                f"{where}: task field {key!r} is a {type(value).__name__}, not a tensor"
+            )
+        if value.ndim == 0:
+            raise ValueError(f"{where}: task field {key!r} is 0-dim; it needs a leading task dim")
+        if any(size == 0 for size in value.shape):
+            raise ValueError(
+                f"{where}: task field {key!r} has an empty dimension (shape {tuple(value.shape)});"
+                " every task needs at least one example"
+            )
+        sizes[key] = value.shape[0]
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"{where}: task fields disagree on the number of tasks: {sizes}")
+    count = next(iter(sizes.values()))
+    if n is not None and count != n:
+        raise ValueError(f"{where}: asked for {n} tasks, got {count}")
+    return dict(tasks)
+
+
+def check_task_ids(task_ids: Tensor, tasks: Tasks, batch_shape: torch.Size) -> Tensor:
+    """``task_ids`` must be an integer tensor of ``batch_shape`` (broadcastable) indexing tasks."""
+    if not isinstance(task_ids, Tensor) or task_ids.dtype not in (torch.int32, torch.int64):
+        raise TypeError("task_ids must be an int64 tensor of task indices")
+    try:
+        torch.broadcast_shapes(task_ids.shape, batch_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"task_ids of shape {tuple(task_ids.shape)} does not broadcast to the parameter "
+            f"batch shape {tuple(batch_shape)}"
+        ) from None
+    return task_ids

@@ -1,0 +1,98 @@
+"""Config -> components. Registries name every component by a short string; entries are
+``module:attribute`` paths imported on demand, so optional extras (learn2learn, MuJoCo, Ray)
+are imported only by the runs that use them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from esmaml.adaptation.base import AdaptationOperator
+from esmaml.config import ConfigError, ExperimentConfig, check_params
+from esmaml.meta.base import MetaLearner
+from esmaml.tasks.base import TaskFamily
+
+FAMILIES: dict[str, str] = {
+    "sine": "esmaml.tasks.sine:SineRegression",
+    "nondiff_sine": "esmaml.tasks.sine:NonDifferentiableSine",
+    "fewshot": "esmaml.tasks.fewshot:make_fewshot_family",
+    "rl": "esmaml.rl.family:RLFamily",
+}
+OPERATORS: dict[str, str] = {
+    "es_gradient": "esmaml.adaptation.es_gradient:ESGradientAdaptation",
+    "hill_climbing": "esmaml.adaptation.hill_climbing:HillClimbingAdaptation",
+    "gradient_descent": "esmaml.adaptation.gradient_descent:GradientDescentAdaptation",
+    "identity": "esmaml.adaptation.gradient_descent:IdentityAdaptation",
+}
+ALGORITHMS: dict[str, str] = {
+    "es_maml": "esmaml.meta.es_maml:ESMAML",
+    "first_order": "esmaml.meta.first_order:FirstOrderESMAML",
+    "l2l_maml": "esmaml.meta.l2l_maml:L2LMAML",
+}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+def resolve(registry: dict[str, str], kind: str, name: str) -> Callable[..., Any]:
+    if name not in registry:
+        from esmaml.config import _near
+
+        raise ConfigError(f"{kind}={name!r} is unknown{_near(name, list(registry))}")
+    module, _, attribute = registry[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def build_family(config: ExperimentConfig) -> TaskFamily:
+    factory = resolve(FAMILIES, "task.family", config.task.family)
+    params = check_params("task.params", factory, config.task.params)
+    if "device" in _accepted(factory):
+        params.setdefault("device", config.device)
+    return factory(**params)
+
+
+def build_adaptation(config: ExperimentConfig) -> AdaptationOperator:
+    factory = resolve(OPERATORS, "adaptation.operator", config.adaptation.operator)
+    return factory(**check_params("adaptation.params", factory, config.adaptation.params))
+
+
+def build_optimizer(
+    config: ExperimentConfig,
+) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    name = config.optimizer.name
+    if name not in OPTIMIZERS:
+        from esmaml.config import _near
+
+        raise ConfigError(f"optimizer.name={name!r} is unknown{_near(name, list(OPTIMIZERS))}")
+    cls = OPTIMIZERS[name]
+    extra = check_params("optimizer.params", cls, config.optimizer.params, skip=("params", "lr"))
+    return lambda params: cls(params, lr=config.optimizer.lr, **extra)
+
+
+def build_learner(
+    config: ExperimentConfig,
+    family: TaskFamily,
+    adaptation: AdaptationOperator,
+    generator: torch.Generator,
+) -> MetaLearner:
+    factory = resolve(ALGORITHMS, "meta.algorithm", config.meta.algorithm)
+    params = check_params(
+        "meta.params",
+        factory,
+        config.meta.params,
+        skip=("family", "adaptation", "optimizer", "generator", "init_params"),
+    )
+    return factory(
+        family, adaptation, optimizer=build_optimizer(config), generator=generator, **params
+    )
+
+
+def _accepted(factory: Callable[..., Any]) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(factory).parameters)

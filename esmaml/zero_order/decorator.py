@@ -1,0 +1,500 @@
+"""``zero_order``: a decorator that gives any scalar function a zero-order (ES) gradient.
+
+A drop-in for ``torchopt.diff.zero_order`` that is correct (the forward estimator divides by
+sigma around a fixed f(theta)), batched (torch.func.vmap over all perturbations), seeded and
+device-aware. The call returns f(theta); perturbations are drawn and evaluated lazily, on backward.
+
+Reproducibility: with ``seed`` (or ``generator``) each backward draws one 63-bit seed from that
+stream; that seed alone regenerates every direction of the call (see ``noise.noise_from_seed``),
+and it is recorded in :class:`ZeroOrderStats`. Only the objective values are stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor
+
+from esmaml.zero_order.estimators import (
+    Method,
+    Shaping,
+    check_method,
+    check_shaping,
+    check_sigma,
+    estimator_weights,
+)
+from esmaml.zero_order.evaluation import (
+    BatchMode,
+    PopulationEvaluator,
+    check_batch_mode,
+    check_chunk_size,
+    check_objective,
+)
+from esmaml.zero_order.noise import (
+    NoiseKind,
+    check_noise_kind,
+    draw_seed,
+    make_generator,
+    sample_noise,
+)
+
+_ORTHOGONAL_NEEDS_GAUSSIAN = (
+    "sampling='orthogonal' needs the built-in Gaussian: pass distribution=None or "
+    "torch.distributions.Normal(0, 1)"
+)
+
+NanPolicy = Literal["raise", "drop"]
+ValueMode = Literal["center", "population_mean"]
+
+
+@dataclass(frozen=True)
+class ZeroOrderStats:
+    """What one backward sampled. ``values`` is in the population layout of the method
+    (antithetic: the N ``+z`` values, then the N ``-z`` values)."""
+
+    value: float
+    values: Tensor
+    num_samples: int
+    num_dropped: int
+    batch_mode: str
+    seed: int | None
+
+    @property
+    def mean(self) -> float:
+        finite = self.values[torch.isfinite(self.values)]
+        return float(finite.mean()) if finite.numel() else math.nan
+
+    @property
+    def std(self) -> float:
+        finite = self.values[torch.isfinite(self.values)]
+        return float(finite.std(unbiased=False)) if finite.numel() else math.nan
+
+    @property
+    def num_evaluations(self) -> int:
+        return int(self.values.numel())
+
+
+def _is_standard_normal(distribution: object) -> bool:
+    if not isinstance(distribution, torch.distributions.Normal):
+        return False
+    loc, scale = distribution.loc, distribution.scale
+    return bool(distribution.batch_shape == torch.Size()) and bool(loc == 0) and bool(scale == 1)
+
+
+def _as_sampler(distribution: object) -> Callable[[torch.Size], Tensor] | None:
+    """None means the built-in seeded Gaussian; otherwise a ``sample(sample_shape)`` callable."""
+    if distribution is None or _is_standard_normal(distribution):
+        return None
+    sample = getattr(distribution, "sample", None)
+    if callable(sample):
+        return sample
+    if callable(distribution):
+        return distribution  # type: ignore[return-value]
+    raise TypeError(
+        "distribution must be None (standard Gaussian), a torch.distributions.Distribution, an "
+        "object with .sample(sample_shape), or a callable sample(sample_shape); got "
+        f"{type(distribution).__name__}"
+    )
+
+
+def _normalise_argnums(argnums: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(argnums, bool) or not isinstance(argnums, (int, tuple, list)):
+        raise TypeError(f"argnums must be an int or a tuple of ints, got {argnums!r}")
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums:
+        raise ValueError("argnums must name at least one argument")
+    for num in nums:
+        if isinstance(num, bool) or not isinstance(num, int):
+            raise TypeError(f"argnums must contain ints, got {num!r} in {argnums!r}")
+    return nums
+
+
+class _Leaves:
+    """The tensor leaves of the differentiated arguments, deduplicated by identity so a tied
+    tensor is perturbed once and receives its gradient once."""
+
+    def __init__(self, args: tuple[Any, ...], argnums: tuple[int, ...], name: str):
+        resolved: list[int] = []
+        for num in argnums:
+            if not -len(args) <= num < len(args):
+                raise ValueError(
+                    f"argnums={num} is out of range for {name} called with {len(args)} positional "
+                    f"argument(s); valid: {-len(args)} to {len(args) - 1}"
+                )
+            resolved.append(num % len(args))
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"argnums {argnums} names the same argument twice")
+        self.argnums = tuple(resolved)
+        self.flat: list[list[Any]] = []
+        self.specs: list[pytree.TreeSpec] = []
+        self.unique: list[Tensor] = []  # differentiated (floating, requires grad) leaves
+        self.slots: list[list[int | None]] = []  # per arg, per leaf: index into unique or None
+        position: dict[int, int] = {}
+        for num in self.argnums:
+            leaves, spec = pytree.tree_flatten(args[num])
+            tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
+            if not tensors:
+                raise TypeError(
+                    f"argument {num} of {name} is differentiated (argnums) but holds no tensor; "
+                    "pass a tensor or a dict/tuple/list of tensors"
+                )
+            slots: list[int | None] = []
+            for leaf in leaves:
+                if not isinstance(leaf, Tensor):
+                    raise TypeError(
+                        f"argument {num} of {name} holds a {type(leaf).__name__} leaf; every leaf "
+                        "of a differentiated argument must be a tensor"
+                    )
+                if not (leaf.is_floating_point() and leaf.requires_grad):
+                    slots.append(None)  # frozen: passed through unperturbed
+                    continue
+                if id(leaf) not in position:
+                    position[id(leaf)] = len(self.unique)
+                    self.unique.append(leaf)
+                slots.append(position[id(leaf)])
+            self.flat.append(leaves)
+            self.specs.append(spec)
+            self.slots.append(slots)
+
+    def rebuild(self, args: tuple[Any, ...], replacement: Sequence[Tensor]) -> list[Any]:
+        """``args`` with each differentiated leaf replaced by ``replacement[its index]``."""
+        new_args = list(args)
+        for num, leaves, spec, slots in zip(self.argnums, self.flat, self.specs, self.slots):
+            new_leaves = [
+                leaf if slot is None else replacement[slot] for leaf, slot in zip(leaves, slots)
+            ]
+            new_args[num] = pytree.tree_unflatten(new_leaves, spec)
+        return new_args
+
+
+class ZeroOrder(torch.autograd.Function):
+    """Autograd node: its grad_fn reads ``ZeroOrderBackward``, as TorchOpt's does."""
+
+    @staticmethod
+    def forward(ctx: Any, call: _Call, *leaves: Tensor) -> Tensor:
+        ctx.call = call
+        if call.owner.value == "population_mean":
+            ctx.grads, value = call.estimate_eagerly(leaves)
+            return value
+        value = call.center(leaves)
+        ctx.value = value
+        ctx.save_for_backward(*leaves)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.call.owner.value == "population_mean":
+            grads = ctx.grads
+        else:
+            grads = ctx.call.estimate(ctx.saved_tensors, ctx.value)
+        return (None, *(grad_output.to(g.dtype) * g for g in grads))
+
+
+class _Call:
+    """One call of a decorated function: evaluates f(theta) now and the estimate on backward."""
+
+    def __init__(
+        self,
+        owner: ZeroOrderFunction,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        leaves: _Leaves,
+    ):
+        self.owner, self.args, self.kwargs, self.leaves = owner, args, kwargs, leaves
+
+    def _objective(self, replacement: Sequence[Tensor]) -> Tensor:
+        return self.owner.fn(*self.leaves.rebuild(self.args, replacement), **self.kwargs)
+
+    def center(self, leaves: Sequence[Tensor]) -> Tensor:
+        owner = self.owner
+        with torch.set_grad_enabled(owner.enable_grad):
+            if owner.evaluator.mode == "population":
+                value = self._objective([leaf.unsqueeze(0) for leaf in leaves])
+                if not isinstance(value, Tensor) or tuple(value.shape) != (1,):
+                    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    raise ValueError(
+                        f"with batch='population', {owner.name} must return shape (1,) for a "
+                        f"population of 1, got {got}"
+                    )
+                value = value[0]
+            else:
+                value = check_objective(self._objective(leaves), owner.name)
+        return value.detach()
+
+    def estimate_eagerly(self, leaves: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """The estimate now, and the mean of the finite sampled values as the returned value."""
+        baseline = self.center(leaves) if self.owner.method == "forward" else None
+        grads = self.estimate(leaves, baseline)
+        stats = self.owner.last_stats
+        assert stats is not None
+        values = stats.values
+        return grads, values[torch.isfinite(values)].mean().to(leaves[0].dtype)
+
+    def estimate(self, leaves: Sequence[Tensor], value: Tensor | None) -> list[Tensor]:
+        owner = self.owner
+        num, sigma, method = owner.num_samples, owner.sigma, owner.method
+        seed, noise = owner.sample_directions(leaves)
+        step = [sigma * z for z in noise]
+        if method == "antithetic":
+            step = [torch.cat([s, -s]) for s in step]
+        population = [leaf.detach().unsqueeze(0) + s for leaf, s in zip(leaves, step)]
+        if owner.enable_grad:  # members require grad, so the function may differentiate inside
+            population = [member.requires_grad_() for member in population]
+        with torch.set_grad_enabled(owner.enable_grad):
+            values = owner.evaluator(self._objective, population).detach()
+        values = values.to(torch.promote_types(values.dtype, torch.float32))
+        if method == "forward" and (value is None or not torch.isfinite(value)):
+            raise FloatingPointError(
+                f"zero_order: {owner.name}(theta) = {value} is the forward estimator's "
+                "baseline and must be finite"
+            )
+        finite = torch.isfinite(values)
+        valid = None
+        dropped = 0
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            if owner.nan_policy == "raise":
+                raise FloatingPointError(
+                    f"zero_order: {bad.numel()} of {values.numel()} sampled values of "
+                    f"{owner.name} are NaN or inf (first at population index {int(bad[0])}); "
+                    "pass nan_policy='drop' to drop those samples"
+                )
+            valid = finite[:num] & finite[num:] if method == "antithetic" else finite
+            dropped = int((~valid).sum())
+            if dropped == num:
+                raise FloatingPointError(
+                    f"zero_order: every one of the {num} samples of {owner.name} was NaN or inf"
+                )
+            values = torch.where(finite, values, torch.zeros_like(values))
+        weights = estimator_weights(
+            values,
+            method=method,
+            sigma=sigma,
+            baseline=None if value is None else value.to(values.dtype),
+            shaping=owner.shaping,
+            valid=valid,
+        )
+        owner._record(
+            ZeroOrderStats(
+                value=math.nan if value is None else float(value),
+                values=values if valid is None else torch.where(finite, values, torch.nan),
+                num_samples=num,
+                num_dropped=dropped,
+                batch_mode=owner.evaluator.mode,
+                seed=seed,
+            )
+        )
+        return [
+            torch.tensordot(weights.to(device=z.device, dtype=z.dtype), z, dims=1) for z in noise
+        ]
+
+
+class ZeroOrderFunction:
+    """A function with a zero-order gradient; made by :func:`zero_order`.
+
+    ``last_stats`` holds the :class:`ZeroOrderStats` of the latest backward.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        distribution: object,
+        method: Method,
+        argnums: tuple[int, ...],
+        num_samples: int,
+        sigma: float,
+        *,
+        seed: int | None,
+        generator: torch.Generator | None,
+        sampling: NoiseKind,
+        shaping: Shaping,
+        batch: BatchMode,
+        chunk_size: int | None,
+        enable_grad: bool,
+        nan_policy: NanPolicy,
+        on_stats: Callable[[ZeroOrderStats], None] | None,
+        value: ValueMode = "center",
+    ):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "the function"))
+        self.sampler = _as_sampler(distribution)
+        self.method, self.argnums, self.num_samples, self.sigma = (
+            method,
+            argnums,
+            num_samples,
+            sigma,
+        )
+        if sampling == "orthogonal" and self.sampler is not None:
+            raise ValueError(_ORTHOGONAL_NEEDS_GAUSSIAN)
+        self.sampling, self.shaping = sampling, shaping
+        self.evaluator = PopulationEvaluator(batch, chunk_size, name=self.name)
+        self.enable_grad, self.nan_policy, self.on_stats = enable_grad, nan_policy, on_stats
+        self.value = value
+        if generator is not None and seed is not None:
+            raise ValueError("pass either seed or generator, not both")
+        self.generator = (
+            generator
+            if generator is not None
+            else (make_generator(seed) if seed is not None else None)
+        )
+        self.last_stats: ZeroOrderStats | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        leaves = _Leaves(args, self.argnums, self.name)
+        call = _Call(self, args, kwargs, leaves)
+        if not leaves.unique or not torch.is_grad_enabled():
+            if self.value == "population_mean" and leaves.unique:
+                return call.estimate_eagerly(leaves.unique)[1]
+            return call.center(leaves.unique)
+        return ZeroOrder.apply(call, *leaves.unique)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Tensor]:
+        # Decorating a method: bind like a function would.
+        return self if instance is None else functools.partial(self.__call__, instance)
+
+    def sample_directions(self, leaves: Sequence[Tensor]) -> tuple[int | None, list[Tensor]]:
+        """Unit-variance directions ``[N, *leaf.shape]`` per leaf, on each leaf's device/dtype."""
+        num = self.num_samples
+        seed = draw_seed(self.generator) if self.generator is not None else None
+        if self.sampler is None:
+            device = leaves[0].device
+            dtype = functools.reduce(torch.promote_types, [leaf.dtype for leaf in leaves])
+            generator = make_generator(seed, device) if seed is not None else None
+            flat = sample_noise(
+                (num, sum(leaf.numel() for leaf in leaves)),
+                kind=self.sampling,
+                generator=generator,
+                device=device,
+                dtype=dtype,
+            )
+            pieces = flat.split([leaf.numel() for leaf in leaves], dim=1)
+            return seed, [
+                piece.reshape(num, *leaf.shape).to(device=leaf.device, dtype=leaf.dtype)
+                for piece, leaf in zip(pieces, leaves)
+            ]
+        devices = sorted({leaf.device for leaf in leaves if leaf.device.type == "cuda"}, key=str)
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            noise = []
+            for leaf in leaves:
+                shape = torch.Size((num, *leaf.shape))
+                sample = self.sampler(shape)
+                if not isinstance(sample, Tensor) or sample.shape != shape:
+                    got = (
+                        tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__
+                    )
+                    raise ValueError(
+                        f"distribution returned samples of shape {got} for sample_shape="
+                        f"{tuple(shape)}; it must return exactly sample_shape"
+                    )
+                noise.append(sample.to(device=leaf.device, dtype=leaf.dtype))
+        return seed, noise
+
+    def _record(self, stats: ZeroOrderStats) -> None:
+        self.last_stats = stats
+        if self.on_stats is not None:
+            self.on_stats(stats)
+
+
+def zero_order(
+    distribution: object = None,
+    method: Method = "naive",
+    argnums: int | Sequence[int] = (0,),
+    num_samples: int = 1,
+    sigma: float = 1.0,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    sampling: NoiseKind = "gaussian",
+    shaping: Shaping = "none",
+    batch: BatchMode = "auto",
+    chunk_size: int | None = None,
+    enable_grad: bool = False,
+    nan_policy: NanPolicy = "raise",
+    on_stats: Callable[[ZeroOrderStats], None] | None = None,
+    value: ValueMode = "center",
+) -> Callable[[Callable[..., Tensor]], ZeroOrderFunction]:
+    """Decorate a scalar function so its gradient w.r.t. ``argnums`` is a zero-order estimate.
+
+    ``grad = g * 1/N sum_i w(f(theta + sigma z_i), ...) z_i`` with the naive, forward or
+    antithetic weights of :mod:`esmaml.zero_order.estimators`; ``g`` is the upstream gradient.
+
+    Args:
+        distribution: noise with zero mean and unit variance per element: None (built-in seeded
+            Gaussian), a ``torch.distributions.Distribution``, an object with
+            ``.sample(sample_shape)``, or a callable ``sample(sample_shape)``.
+        method: ``'naive'``, ``'forward'`` or ``'antithetic'`` (N pairs, 2N evaluations).
+        argnums: which positional arguments to differentiate; each may be a pytree of tensors.
+            Leaves that do not require grad are frozen: not perturbed, no gradient.
+        num_samples: N, the number of directions.
+        sigma: the smoothing scale (> 0).
+        seed / generator: a reproducible noise stream (default: torch's global RNG).
+        sampling: ``'gaussian'`` or ``'orthogonal'`` directions.
+        shaping: ``'none'`` (the estimator's math), ``'zscore'`` or ``'centered_rank'``.
+        batch: ``'auto'`` (vmap, else sequential with a warning), ``'vmap'``, ``'sequential'``,
+            or ``'population'`` (the function takes leaves with a leading dim M, returns [M]).
+        chunk_size: at most this many perturbations per vmapped call (bounds memory).
+        enable_grad: run the function with grad enabled (for inner torch.autograd calls).
+        nan_policy: ``'raise'`` on NaN/inf sampled values, or ``'drop'`` those samples.
+        on_stats: called with the :class:`ZeroOrderStats` of each backward.
+        value: what the call returns: ``'center'``, f(theta) (TorchOpt's behaviour; the
+            perturbations are evaluated lazily on backward), or ``'population_mean'``, the mean
+            of the perturbed values, evaluated eagerly in the call (saves the f(theta)
+            evaluation, the usual ES report).
+    """
+    method = check_method(method)
+    sigma = check_sigma(sigma)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    nums = _normalise_argnums(argnums)
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"argnums {argnums!r} names the same argument twice")
+    sampling = check_noise_kind(sampling)
+    shaping = check_shaping(shaping)
+    if nan_policy not in ("raise", "drop"):
+        raise ValueError(f"nan_policy={nan_policy!r} is not valid; valid: raise, drop")
+    if value not in ("center", "population_mean"):
+        raise ValueError(f"value={value!r} is not valid; valid: center, population_mean")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    # Validate everything now, not when decorating or at the first backward.
+    if _as_sampler(distribution) is not None and sampling == "orthogonal":
+        raise ValueError(_ORTHOGONAL_NEEDS_GAUSSIAN)
+    check_batch_mode(batch)
+    check_chunk_size(chunk_size)
+    if generator is not None and seed is not None:
+        raise ValueError("pass either seed or generator, not both")
+
+    def decorator(fn: Callable[..., Tensor]) -> ZeroOrderFunction:
+        if not callable(fn):
+            raise TypeError(f"zero_order decorates a callable, got {type(fn).__name__}")
+        return ZeroOrderFunction(
+            fn,
+            distribution,
+            method,
+            nums,
+            num_samples,
+            sigma,
+            seed=seed,
+            generator=generator,
+            sampling=sampling,
+            shaping=shaping,
+            batch=batch,
+            chunk_size=chunk_size,
+            enable_grad=enable_grad,
+            nan_policy=nan_policy,
+            on_stats=on_stats,
+            value=value,
+        )
+
+    return decorator

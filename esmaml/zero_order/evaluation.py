@@ -1,0 +1,123 @@
+"""Evaluate one objective on a population of perturbed parameters: vmapped, sequential, or by a
+function that takes the population dimension itself."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+BatchMode = Literal["auto", "vmap", "sequential", "population"]
+BATCH_MODES: tuple[str, ...] = ("auto", "vmap", "sequential", "population")
+
+
+def check_batch_mode(batch: str) -> BatchMode:
+    if batch not in BATCH_MODES:
+        raise ValueError(f"batch={batch!r} is not a batch mode; valid: {', '.join(BATCH_MODES)}")
+    return batch  # type: ignore[return-value]
+
+
+def check_chunk_size(chunk_size: int | None) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return chunk_size
+
+
+class ObjectiveTypeError(TypeError):
+    """The objective returned something other than a tensor."""
+
+
+class ObjectiveShapeError(ValueError):
+    """The objective returned a tensor of the wrong shape."""
+
+
+def check_objective(value: object, where: str) -> Tensor:
+    """The objective must return a 0-dim tensor."""
+    if not isinstance(value, Tensor):
+        raise ObjectiveTypeError(
+            f"{where} must return a scalar (0-dim) tensor, got {type(value).__name__}"
+        )
+    if value.ndim != 0:
+        raise ObjectiveShapeError(
+            f"{where} must return a scalar (0-dim) tensor, got shape {tuple(value.shape)}; "
+            "reduce it (e.g. .mean()) or use batch='population' for a [M] output"
+        )
+    return value
+
+
+class PopulationEvaluator:
+    """Evaluates ``objective(leaves) -> scalar`` on M perturbed copies of the leaves.
+
+    ``auto`` tries torch.func.vmap and, if the objective cannot be vmapped (data-dependent
+    control flow, in-place ops, an external simulator), warns once and stays sequential.
+    """
+
+    def __init__(self, batch: BatchMode = "auto", chunk_size: int | None = None, name: str = "f"):
+        self.batch = check_batch_mode(batch)
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.name = name
+        self._resolved: BatchMode | None = None if batch == "auto" else batch
+
+    @property
+    def mode(self) -> BatchMode:
+        """The mode in use: ``auto`` resolves on the first evaluation."""
+        return self._resolved or self.batch
+
+    def __call__(
+        self, objective: Callable[[Sequence[Tensor]], Tensor], population: Sequence[Tensor]
+    ) -> Tensor:
+        """``population``: per-leaf tensors ``[M, *leaf_shape]`` -> values ``[M]``."""
+        size = population[0].shape[0]
+        if self._resolved == "vmap":
+            return self._vmap(objective, population, size)
+        if self._resolved == "sequential":
+            return self._sequential(objective, population)
+        if self._resolved == "population":
+            values = objective(population)
+            if not isinstance(values, Tensor) or tuple(values.shape) != (size,):
+                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+                raise ObjectiveShapeError(
+                    f"with batch='population', {self.name} must return a tensor of shape "
+                    f"({size},), one value per population member, got {got}"
+                )
+            return values
+        try:
+            values = self._vmap(objective, population, size)
+        except (ObjectiveTypeError, ObjectiveShapeError):
+            raise  # the objective's contract, not vmap's: sequential would fail the same way
+        except Exception as error:
+            reason = (
+                str(error).strip().splitlines()[0][:200]
+                if str(error).strip()
+                else type(error).__name__
+            )
+            warnings.warn(
+                f"zero_order: {self.name} could not be vmapped ({reason}); evaluating the "
+                f"{size} perturbations sequentially from now on. Pass batch='sequential' to "
+                "silence this, or batch='population' if it takes a leading population dim.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._resolved = "sequential"
+            return self._sequential(objective, population)
+        self._resolved = "vmap"
+        return values
+
+    def _vmap(self, objective: Callable, population: Sequence[Tensor], size: int) -> Tensor:
+        def single(*leaves: Tensor) -> Tensor:
+            return check_objective(objective(leaves), self.name)
+
+        values = torch.func.vmap(single, chunk_size=self.chunk_size)(*population)
+        return values.reshape(size)
+
+    def _sequential(self, objective: Callable, population: Sequence[Tensor]) -> Tensor:
+        values = [
+            check_objective(objective([leaf[i] for leaf in population]), self.name)
+            for i in range(population[0].shape[0])
+        ]
+        return torch.stack(values)

@@ -1,0 +1,119 @@
+"""Perturbation directions: seeded, device-aware, Gaussian or orthogonal.
+
+Every direction has zero mean and unit variance per element, as the estimators assume.
+Noise is never stored: a 63-bit seed regenerates it, which is what distributed workers exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+NoiseKind = Literal["gaussian", "orthogonal"]
+NOISE_KINDS: tuple[str, ...] = ("gaussian", "orthogonal")
+
+
+def check_noise_kind(kind: str) -> NoiseKind:
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"sampling={kind!r} is not a noise kind; valid: {', '.join(NOISE_KINDS)}")
+    return kind  # type: ignore[return-value]
+
+
+def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed``."""
+    generator = torch.Generator(device=torch.device(device) if device is not None else "cpu")
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """Draw a fresh 63-bit seed from ``generator`` (or torch's global RNG)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (), generator=generator, device=device).item())
+
+
+def gaussian_noise(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """i.i.d. N(0, 1) noise of ``shape``, drawn with ``generator`` on its device."""
+    if generator is not None:
+        noise = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
+        return noise.to(device) if device is not None else noise
+    return torch.randn(tuple(shape), device=device, dtype=dtype)
+
+
+def orthogonal_noise(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Orthogonal Gaussian directions (Choromanski et al. 2018), ``shape = (*batch, N, D)``.
+
+    Within each block of at most D rows the directions are exactly orthogonal: the rows of a
+    Haar-random orthonormal frame (QR of a Gaussian matrix, signs fixed by diag R), rescaled to
+    chi_D-distributed norms so each row is marginally N(0, I_D). Blocks are independent when N > D.
+    """
+    *batch, num, dim = shape
+    compute_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+    def frames(*lead: int, block: int) -> Tensor:
+        """Rows of ``[*batch, *lead, block, D]``: orthonormal per block, chi_D norms."""
+        gaussian = gaussian_noise(
+            (*batch, *lead, dim, block), generator=generator, device=device, dtype=compute_dtype
+        )
+        q, r = torch.linalg.qr(gaussian)  # q: [..., D, block], orthonormal columns
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+        norms = gaussian_noise(
+            (*batch, *lead, block, dim), generator=generator, device=device, dtype=compute_dtype
+        ).norm(dim=-1, keepdim=True)
+        return q.transpose(-1, -2) * norms
+
+    # All full blocks of D rows in one batched QR, then the remainder block.
+    full, rest = divmod(num, dim) if dim > 0 else (0, num)
+    rows: list[Tensor] = []
+    if full:
+        rows.append(frames(full, block=dim).reshape(*batch, full * dim, dim))
+    if rest or not rows:
+        rows.append(frames(block=rest))
+    noise = torch.cat(rows, dim=-2) if len(rows) > 1 else rows[0]
+    return noise.to(dtype) if dtype is not None else noise
+
+
+def sample_noise(
+    shape: Sequence[int],
+    *,
+    kind: NoiseKind = "gaussian",
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Directions of ``shape = (*batch, N, D)`` of the given ``kind``."""
+    if kind == "gaussian":
+        return gaussian_noise(shape, generator=generator, device=device, dtype=dtype)
+    if kind == "orthogonal":
+        return orthogonal_noise(shape, generator=generator, device=device, dtype=dtype)
+    check_noise_kind(kind)
+    raise AssertionError("unreachable")
+
+
+def noise_from_seed(
+    seed: int,
+    shape: Sequence[int],
+    *,
+    kind: NoiseKind = "gaussian",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Regenerate the directions that ``seed`` names, on ``device``: the same seed, device and
+    shape give the same tensor wherever it is called."""
+    generator = make_generator(seed, device)
+    return sample_noise(shape, kind=kind, generator=generator, device=device, dtype=dtype)
