@@ -64,6 +64,18 @@ def _copy_task(task: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, list) else v) for k, v in task.items()}
 
 
+def _parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """Accept the enum, its values ('SameStep') or its names in any case ('same_step')."""
+    if isinstance(mode, AutoresetMode):
+        return mode
+    if isinstance(mode, str):
+        for m in AutoresetMode:
+            if mode in (m.value, m.name) or mode.upper() == m.name:
+                return m
+    valid = [m.name.lower() for m in AutoresetMode]
+    raise ValueError(f"autoreset_mode must be one of {valid} (or an AutoresetMode), got {mode!r}")
+
+
 def _to_numpy(t: Tensor, dtype: np.dtype | type | None = None) -> np.ndarray:
     # np.array copies: returned arrays never alias the env's state tensors.
     return np.array(t.detach().cpu().numpy(), dtype=dtype, copy=True)
@@ -230,14 +242,24 @@ class BatchedMetaVectorEnv(VectorEnv):
         render_mode: must be ``None``.
         **env_kwargs: constructor arguments of the named env.
 
-    Autoreset: ``AutoresetMode.SAME_STEP`` (``metadata['autoreset_mode']``). A sub-env that
-    terminates or truncates is reset inside the same ``step``: the returned observation is the
-    first of the new episode while reward/terminated/truncated belong to the finished step, and
-    ``info['final_obs']`` holds the last observation. Unlike gymnasium's object array with
-    ``None`` entries, ``final_obs`` is a dense ``[num_envs, obs_dim]`` array, valid where
-    ``info['_final_obs']`` is True. No zero-reward reset step is inserted. Actions are cast to
-    ``dtype`` and moved to ``device``. ``reset(options={'reset_mask': mask})`` resets only the
-    masked sub-envs; ``options={'tasks': [...]}`` switches tasks first.
+    Autoreset (``autoreset_mode``, reported in ``metadata['autoreset_mode']``):
+
+    * ``SAME_STEP`` (default): a sub-env that terminates or truncates is reset inside the same
+      ``step``: the returned observation is the first of the new episode while
+      reward/terminated/truncated belong to the finished step, and ``info['final_obs']`` holds
+      the last observation. Unlike gymnasium's object array with ``None`` entries,
+      ``final_obs`` is a dense ``[num_envs, obs_dim]`` array, valid where
+      ``info['_final_obs']`` is True. No zero-reward reset step is inserted.
+    * ``NEXT_STEP`` (gymnasium's default, required by its vector observation wrappers such as
+      ``NormalizeObservation``): the step after a finished one ignores the action, resets
+      the sub-env and returns reward 0 with terminated = truncated = False; mask those steps
+      out of returns.
+    * ``DISABLED``: sub-envs keep stepping after they finish; reset them with
+      ``reset(options={'reset_mask': mask})``.
+
+    Actions are cast to ``dtype`` and moved to ``device``. ``reset(options={'reset_mask':
+    mask})`` resets only the masked sub-envs; ``options={'tasks': [...]}`` switches tasks
+    first.
     """
 
     def __init__(
@@ -250,10 +272,12 @@ class BatchedMetaVectorEnv(VectorEnv):
         dtype: torch.dtype = torch.float32,
         as_torch: bool = False,
         max_episode_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         render_mode: str | None = None,
         **env_kwargs: Any,
     ) -> None:
         _check_render_mode(render_mode)
+        self.autoreset_mode = _parse_autoreset_mode(autoreset_mode)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.batched_env = make_batched_env(env, **env_kwargs)
@@ -263,7 +287,7 @@ class BatchedMetaVectorEnv(VectorEnv):
         self.dtype = dtype
         self.as_torch = bool(as_torch)
         self.render_mode = render_mode
-        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+        self.metadata = {"autoreset_mode": self.autoreset_mode, "render_modes": []}
         self.single_observation_space, self.single_action_space = _spaces(self.batched_env)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -271,6 +295,8 @@ class BatchedMetaVectorEnv(VectorEnv):
         self._generator_seeded = False
         self._state: State | None = None
         self._elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        # NEXT_STEP: sub-envs whose next step is a reset step
+        self._autoreset_envs = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         if tasks is None:
             gen = torch.Generator().manual_seed(_DEFAULT_TASK_SEED)
             params = self.batched_env.sample_task_params(num_envs, gen, self.device, dtype)
@@ -349,6 +375,7 @@ class BatchedMetaVectorEnv(VectorEnv):
         if mask is None or self._state is None:
             self._state = fresh
             self._elapsed.zero_()
+            self._autoreset_envs.zero_()
         else:
             mask_t = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
             if tuple(mask_t.shape) != (self.num_envs,):
@@ -357,6 +384,7 @@ class BatchedMetaVectorEnv(VectorEnv):
                 )
             self._state = self._where(mask_t, fresh, self._state)
             self._elapsed = torch.where(mask_t, 0, self._elapsed)
+            self._autoreset_envs = self._autoreset_envs & ~mask_t
         obs = self.batched_env.observe(self._state, self._task)
         return self._out(obs, np.float32), {}
 
@@ -368,23 +396,37 @@ class BatchedMetaVectorEnv(VectorEnv):
         else:
             a = torch.as_tensor(np.asarray(actions), dtype=self.dtype, device=self.device)
         next_state, reward, terminated = self.batched_env.step(self._state, self._task, a)
-        self._elapsed = self._elapsed + 1
-        truncated = self._elapsed >= self.max_episode_steps
-        done = terminated | truncated
-        final_obs = self.batched_env.observe(next_state, self._task)
-        # Reset states are drawn for every env each step, so there is no host sync (no
-        # done.any()) and the random stream does not depend on which envs finished.
-        fresh = self.batched_env.reset(self._task, self._generator)
-        self._state = self._where(done, fresh, next_state)
-        self._elapsed = torch.where(done, 0, self._elapsed)
+        elapsed = self._elapsed + 1
+        truncated = elapsed >= self.max_episode_steps
+        info: dict[str, Any] = {}
+        # Reset states are drawn for every env each step whatever finished, so there is no
+        # host sync (no done.any()) and the random stream does not depend on the episodes.
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            done = terminated | truncated
+            final_obs = self.batched_env.observe(next_state, self._task)
+            fresh = self.batched_env.reset(self._task, self._generator)
+            self._state = self._where(done, fresh, next_state)
+            self._elapsed = torch.where(done, 0, elapsed)
+            done_out = self._out(done)
+            info = {
+                "final_obs": self._out(final_obs, np.float32),
+                "_final_obs": done_out,
+                "final_info": {},
+                "_final_info": done_out,
+            }
+        elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            resetting = self._autoreset_envs
+            fresh = self.batched_env.reset(self._task, self._generator)
+            self._state = self._where(resetting, fresh, next_state)
+            self._elapsed = torch.where(resetting, 0, elapsed)
+            reward = torch.where(resetting, torch.zeros_like(reward), reward)
+            terminated = terminated & ~resetting
+            truncated = truncated & ~resetting
+            self._autoreset_envs = terminated | truncated
+        else:
+            self._state = next_state
+            self._elapsed = elapsed
         obs = self.batched_env.observe(self._state, self._task)
-        done_out = self._out(done)
-        info = {
-            "final_obs": self._out(final_obs, np.float32),
-            "_final_obs": done_out,
-            "final_info": {},
-            "_final_info": done_out,
-        }
         return (
             self._out(obs, np.float32),
             self._out(reward, np.float64),

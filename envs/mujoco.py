@@ -22,11 +22,14 @@ variant is slower).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import gymnasium
+import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
@@ -42,9 +45,37 @@ __all__ = [
     "HalfCheetahGoalVelocity",
     "MujocoMetaEnv",
     "make_mujoco_vector",
+    "mujoco_warnings_to_python",
 ]
 
 _DEFAULT_TASK_SEED = 0
+
+# gymnasium's v5 XML files use this compiler attribute, deprecated in MuJoCo 4; nothing a user
+# of these envs can act on.
+_IGNORED_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def _forward_mujoco_warning(message: str) -> None:
+    if not any(m in message for m in _IGNORED_MUJOCO_WARNINGS):
+        warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def mujoco_warnings_to_python() -> Iterator[None]:
+    """Route MuJoCo warnings to Python's ``warnings`` while building a model.
+
+    Without a handler MuJoCo prints them and appends them to ``MUJOCO_LOG.TXT`` in the current
+    directory (a stray file in whatever repository the envs run from). A handler someone else
+    installed is left alone.
+    """
+    if mujoco.get_mju_user_warning() is not None:
+        yield
+        return
+    mujoco.set_mju_user_warning(_forward_mujoco_warning)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(None)
 
 
 class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
@@ -69,9 +100,10 @@ class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.base_env = self.base_env_cls(
-            render_mode=render_mode, **{**self.base_env_kwargs, **kwargs}
-        )
+        with mujoco_warnings_to_python():
+            self.base_env = self.base_env_cls(
+                render_mode=render_mode, **{**self.base_env_kwargs, **kwargs}
+            )
         self.observation_space = self.base_env.observation_space
         self.action_space = self.base_env.action_space
         self.metadata = self.base_env.metadata

@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    ValidationError,
+)
 
 
 class ConfigError(ValueError):
@@ -99,7 +105,7 @@ class ExperimentConfig:
 
 def _near(key: str, options: Sequence[str]) -> str:
     matches = difflib.get_close_matches(key, list(options), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+    hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else "."
     return f"{hint} Valid: {', '.join(sorted(options))}"
 
 
@@ -118,10 +124,11 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
             f"{source}: unknown key {getattr(error, 'full_key', key)!r}{_near(key, _keys_of(node))}"
         ) from None
     except ValidationError as error:
-        raise ConfigError(
-            f"{source}: {getattr(error, 'full_key', '')!r} has the wrong type: "
-            f"{str(error.msg).splitlines()[0]}"
-        ) from None
+        full_key = getattr(error, "full_key", None)
+        message = str(error.msg or error).splitlines()[0]
+        if not full_key:  # e.g. a scalar given for a whole section (task=5)
+            raise ConfigError(f"{source}: wrong type: {message}") from None
+        raise ConfigError(f"{source}: {full_key!r} has the wrong type: {message}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -131,7 +138,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"config file {str(file)!r} does not exist")
-        loaded = OmegaConf.load(file)
+        try:
+            loaded = OmegaConf.load(file)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {str(file)!r} is not valid YAML: {error}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"config file {str(file)!r} must hold a mapping")
         if "name" not in loaded:
@@ -149,8 +159,21 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(
                 f"override {item!r}: unknown key {key!r}{_near(leaf or key, options)}"
             )
-        config = _merge(config, OmegaConf.from_dotlist([item]), f"override {item!r}")
-    result: ExperimentConfig = OmegaConf.to_object(config)  # type: ignore[assignment]
+        try:
+            parsed = OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as error:
+            message = str(error).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({message})"
+            ) from None
+        config = _merge(config, parsed, f"override {item!r}")
+    try:
+        result: ExperimentConfig = OmegaConf.to_object(config)  # type: ignore[assignment]
+    except InterpolationResolutionError as error:
+        raise ConfigError(
+            f"{getattr(error, 'full_key', '')!r}: cannot resolve an interpolation: "
+            f"{str(error.msg or error).splitlines()[0]}"
+        ) from None
     validate(result)
     return result
 
@@ -161,6 +184,11 @@ def validate(config: ExperimentConfig) -> None:
         ("iterations", config.iterations >= 1, "an int >= 1"),
         ("evaluation.every", config.evaluation.every >= 1, "an int >= 1"),
         ("evaluation.num_tasks", config.evaluation.num_tasks >= 1, "an int >= 1"),
+        (
+            "evaluation.num_steps",
+            config.evaluation.num_steps is None or config.evaluation.num_steps >= 0,
+            "null (the operator's num_steps) or an int >= 0",
+        ),
         ("checkpoint.every", config.checkpoint.every >= 1, "an int >= 1"),
         ("optimizer.lr", config.optimizer.lr > 0, "a positive number"),
         (

@@ -75,17 +75,33 @@ class FunctionalMLP:
 
     def apply(self, params: Tensor, x: Tensor) -> Tensor:
         """``params [*B, D]``, ``x [*B, n, in]`` (broadcastable batch dims) -> ``[*B, n, out]``."""
+        return self.bind(params)(x)
+
+    def bind(self, params: Tensor) -> Callable[[Tensor], Tensor]:
+        """The model with ``params [*B, D]`` fixed: splits the flat vector once, so a rollout
+        that applies it every step pays for the layout only once."""
         named = self.layout.unflatten(params)
-        h = x
-        layers = len(self.sizes) - 1
-        for i in range(layers):
+        layers: list[tuple[bool, Tensor, Tensor]] = []
+        for i in range(len(self.sizes) - 1):
             weight, bias = named[f"{2 * i}.weight"], named[f"{2 * i}.bias"]
             if self.quantize > 0:
                 weight = torch.round(weight / self.quantize) * self.quantize
                 bias = torch.round(bias / self.quantize) * self.quantize
-            h = h @ weight.transpose(-1, -2) + bias.unsqueeze(-2)
-            h = self.activation(h) if i < layers - 1 else self.output_activation(h)
-        return h
+            # Narrow inputs (e.g. a 2-D observation) are faster as a broadcast multiply-sum
+            # than as thousands of tiny batched matmuls.
+            narrow = weight.shape[-1] <= 4
+            prepared = weight.unsqueeze(-3) if narrow else weight.transpose(-1, -2)
+            layers.append((narrow, prepared, bias.unsqueeze(-2)))
+        last = len(layers) - 1
+
+        def forward(x: Tensor) -> Tensor:
+            h = x
+            for i, (narrow, weight, bias) in enumerate(layers):
+                h = ((h.unsqueeze(-2) * weight).sum(-1) if narrow else h @ weight) + bias
+                h = self.output_activation(h) if i == last else self.activation(h)
+            return h
+
+        return forward
 
     def to_module(self, params: Tensor | None = None) -> nn.Sequential:
         """An ``nn.Sequential`` with the same architecture (and ``params`` if given).

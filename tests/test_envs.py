@@ -367,15 +367,17 @@ def test_make_vec_modes() -> None:
     assert kw.batched_env.goal_range == 0.5
 
 
-def test_sync_and_batched_vector_envs_agree_with_autoreset() -> None:
+@pytest.mark.parametrize("mode", [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP])
+def test_sync_and_batched_vector_envs_agree_with_autoreset(mode: AutoresetMode) -> None:
     """Same tasks and actions: identical streams through terminations and truncations."""
     n, steps = 6, 130
-    batched = gymnasium.make_vec("esmaml/Navigation2D-v0", num_envs=n)
+    batched = gymnasium.make_vec("esmaml/Navigation2D-v0", num_envs=n, autoreset_mode=mode)
+    assert batched.metadata["autoreset_mode"] == mode
     sync = gymnasium.make_vec(
         "esmaml/Navigation2D-v0",
         num_envs=n,
         vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        vector_kwargs={"autoreset_mode": mode},
     )
     tasks = batched.sample_tasks(n, seed=3)
     tasks[0] = {"goal": [0.15, 0.0]}  # terminates quickly and repeatedly
@@ -397,8 +399,9 @@ def test_sync_and_batched_vector_envs_agree_with_autoreset() -> None:
         np.testing.assert_array_equal(tb, ts)
         np.testing.assert_array_equal(trb, trs)
         done = tb | trb
-        np.testing.assert_array_equal(ib["_final_obs"], done)
-        if done.any():
+        if mode == AutoresetMode.SAME_STEP:
+            np.testing.assert_array_equal(ib["_final_obs"], done)
+        if mode == AutoresetMode.SAME_STEP and done.any():
             np.testing.assert_array_equal(is_["_final_obs"], done)
             for i in np.flatnonzero(done):
                 np.testing.assert_allclose(ib["final_obs"][i], is_["final_obs"][i], atol=1e-7)
@@ -437,6 +440,40 @@ def test_vector_autoreset_same_step() -> None:
     np.testing.assert_allclose(obs[1], [0.1, 0.1])
     obs, _ = vec.reset(options={"reset_mask": np.array([False, True])})
     np.testing.assert_array_equal(obs[1], [0.0, 0.0])
+
+
+def test_vector_autoreset_next_step_and_disabled() -> None:
+    tasks = [{"goal": [0.15, 0.0]}, {"goal": [-0.9, -0.9]}]
+    act = np.array([[0.1, 0.0], [0.1, 0.1]], np.float32)
+    vec = BatchedMetaVectorEnv("Navigation2D", 2, tasks=tasks, autoreset_mode="next_step")
+    vec.reset(seed=0)
+    obs, rew, term, trunc, info = vec.step(act)
+    assert term.tolist() == [True, False] and info == {}
+    np.testing.assert_allclose(obs[0], [0.1, 0.0])
+    # the following step only resets env 0: zero reward, not done, action ignored
+    obs, rew, term, trunc, _ = vec.step(act)
+    assert rew[0] == 0.0 and not term[0] and not trunc[0]
+    np.testing.assert_array_equal(obs[0], [0.0, 0.0])
+    np.testing.assert_allclose(obs[1], [0.2, 0.2])  # env 1 stepped normally
+    # gymnasium's vector observation wrappers accept NEXT_STEP envs
+    norm = gymnasium.wrappers.vector.NormalizeObservation(vec)
+    norm.reset(seed=0)
+    assert norm.step(act)[0].shape == (2, 2)
+
+    vec = BatchedMetaVectorEnv(
+        "Navigation2D", 2, tasks=tasks, autoreset_mode=AutoresetMode.DISABLED, max_episode_steps=2
+    )
+    vec.reset(seed=0)
+    for _ in range(3):
+        obs, rew, term, trunc, _ = vec.step(act)
+    # no reset: env 0 moved on past its goal, env 1 stays truncated
+    np.testing.assert_allclose(obs[0], [0.3, 0.0])
+    assert trunc.tolist() == [True, True]
+    obs, _ = vec.reset(options={"reset_mask": np.array([True, False])})
+    np.testing.assert_array_equal(obs[0], [0.0, 0.0])
+    np.testing.assert_allclose(obs[1], [0.3, 0.3])
+    with pytest.raises(ValueError, match="autoreset_mode must be one of"):
+        BatchedMetaVectorEnv("Navigation2D", 2, autoreset_mode="sometimes")
 
 
 def test_vector_env_torch_output_and_tasks() -> None:

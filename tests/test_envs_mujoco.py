@@ -22,6 +22,7 @@ from envs.mujoco import (  # needs the importorskip above
     HalfCheetahForwardBackward,
     HalfCheetahGoalVelocity,
     make_mujoco_vector,
+    mujoco_warnings_to_python,
 )
 
 STEPS = 150
@@ -29,6 +30,13 @@ ALLOWED_CHECKER_WARNINGS = (
     "A Box observation space minimum value is -infinity",
     "A Box observation space maximum value is infinity",
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_mujoco_log_file():
+    """The reference gymnasium envs built here would otherwise append to MUJOCO_LOG.TXT."""
+    with mujoco_warnings_to_python():
+        yield
 
 
 def run(env: gymnasium.Env, actions: np.ndarray, seed: int = 0) -> list[tuple]:

@@ -37,10 +37,10 @@ def test_shapes_dtypes_and_ranges(family: SineRegression) -> None:
         "y_query": (200, 7, 1),
     }
     assert all(value.dtype == torch.float32 for value in tasks.values())
-    assert 0.1 <= tasks["amplitude"].min() and tasks["amplitude"].max() <= 5.0
-    assert 0.0 <= tasks["phase"].min() and tasks["phase"].max() <= math.pi
+    assert tasks["amplitude"].min() >= 0.1 and tasks["amplitude"].max() <= 5.0
+    assert tasks["phase"].min() >= 0.0 and tasks["phase"].max() <= math.pi
     for key in ("x_support", "x_query"):
-        assert -5.0 <= tasks[key].min() and tasks[key].max() <= 5.0
+        assert tasks[key].min() >= -5.0 and tasks[key].max() <= 5.0
     # The draws cover their ranges (not, say, stuck at a constant).
     assert tasks["amplitude"].max() - tasks["amplitude"].min() > 4.0
     assert family.num_params == 1 * 40 + 40 + 40 * 40 + 40 + 40 * 1 + 1

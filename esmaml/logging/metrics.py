@@ -1,4 +1,8 @@
-"""metrics.jsonl: one JSON object per iteration, appended and flushed as it is written."""
+"""metrics.jsonl: one JSON object per iteration, appended and flushed as it is written.
+
+A flushed line is in the kernel's page cache, so it survives the process being killed (SIGKILL
+included); only a line cut mid-write can be torn, and readers skip it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+#: Fields that measure wall-clock time: the only ones a resumed run cannot reproduce exactly.
+WALL_CLOCK_FIELDS: tuple[str, ...] = ("time_s", "iteration_time_s")
+
 
 def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: NaN becomes null, +-inf the largest finite double."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
     return value
@@ -22,13 +30,22 @@ class MetricsWriter:
     def __init__(self, path: str | Path, start_iteration: int = 0):
         self.path = Path(path)
         if self.path.exists():
-            kept = [row for row in read_metrics(self.path) if row["iteration"] < start_iteration]
+            kept = [
+                row
+                for row in read_metrics(self.path)
+                if isinstance(row.get("iteration"), int) and row["iteration"] < start_iteration
+            ]
+            # Rewrite through a temporary file: a kill here must not lose the kept rows.
             tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            with tmp.open("w") as file:
+                file.write("".join(json.dumps(row) + "\n" for row in kept))
+                file.flush()
+                os.fsync(file.fileno())
             os.replace(tmp, self.path)
         self._file = self.path.open("a")
 
     def write(self, row: dict[str, Any]) -> None:
+        """Append one row and flush it (one ``write`` call, so a kill tears at most this line)."""
         self._file.write(json.dumps({key: _clean(value) for key, value in row.items()}) + "\n")
         self._file.flush()
 
@@ -41,7 +58,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     rows = []
     for line in Path(path).read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows

@@ -48,6 +48,7 @@ class Evaluation:
     metrics_pre: dict[str, Tensor]
     metrics_post: dict[str, Tensor]
     queries: int
+    reports_return: bool = False
 
     def summary(self, prefix: str = "eval") -> dict[str, float]:
         out = {
@@ -56,6 +57,9 @@ class Evaluation:
             f"{prefix}_post_adaptation_std": float(self.post.std(unbiased=False)),
             f"{prefix}_queries": self.queries,
         }
+        if self.reports_return:
+            out[f"{prefix}_return_pre_adaptation"] = -float(self.pre.mean())
+            out[f"{prefix}_return_post_adaptation"] = -float(self.post.mean())
         for name, values in self.metrics_pre.items():
             out[f"{prefix}_{name}_pre_adaptation"] = float(values.float().mean())
         for name, values in self.metrics_post.items():
@@ -79,16 +83,20 @@ def evaluate_adaptation(
     n = next(iter(tasks.values())).shape[0]
     ids = torch.arange(n, device=theta.device)
     params = theta.detach().expand(n, theta.shape[-1])
-    generator = torch.Generator(device=theta.device).manual_seed(seed)
-    pre = family.loss(params, tasks, ids, phase="query", generator=generator)
-    adapted = adaptation.adapt(family, params, tasks, ids, seed + 1, num_steps=num_steps)
-    generator = torch.Generator(device=theta.device).manual_seed(seed)
-    post = family.loss(adapted, tasks, ids, phase="query", generator=generator)
+    with family.frozen():
+        generator = torch.Generator(device=theta.device).manual_seed(seed)
+        pre = family.loss(params, tasks, ids, phase="query", generator=generator)
+        adapted = adaptation.adapt(family, params, tasks, ids, seed + 1, num_steps=num_steps)
+        generator = torch.Generator(device=theta.device).manual_seed(seed)
+        post = family.loss(adapted, tasks, ids, phase="query", generator=generator)
+        metrics_pre = family.metrics(params, tasks, ids)
+        metrics_post = family.metrics(adapted, tasks, ids)
     steps = adaptation.num_steps if num_steps is None else num_steps
     return Evaluation(
         pre=pre,
         post=post,
-        metrics_pre=family.metrics(params, tasks, ids),
-        metrics_post=family.metrics(adapted, tasks, ids),
+        metrics_pre=metrics_pre,
+        metrics_post=metrics_post,
         queries=n * steps * adaptation.queries_per_step,
+        reports_return=family.reports_return,
     )

@@ -97,7 +97,7 @@ class ESMAML(MetaLearner):
 
     def _population_loss(self, population: Tensor, tasks: Tasks, inner_seed: int) -> Tensor:
         """Post-adaptation query loss of each member ``[M, D]`` -> ``[M]``; member i gets task
-        ``i mod n`` (antithetic: i and i + N share the task and the inner noise).
+        ``(i mod N) mod n`` (antithetic: i and i + N share the task and the inner noise).
 
         A population of one that is not the real population is f(theta), which the forward
         estimator needs as its baseline: the mean over all n tasks.
@@ -107,7 +107,10 @@ class ESMAML(MetaLearner):
         if center:
             population = population.expand(n, -1)
         members = population.shape[0]
-        task_ids = torch.arange(members, device=population.device) % n
+        # Member i uses direction i mod N (antithetic: i and i + N) and that direction's task,
+        # so both members of a pair share their task even when n does not divide N.
+        slots = torch.arange(members, device=population.device)
+        task_ids = (slots if center else slots % self.num_perturbations) % n
         if not self.common_random_numbers:
             # A task slot per member: adaptation noise is drawn per slot, so none is shared.
             tasks = {key: value[task_ids] for key, value in tasks.items()}
@@ -123,8 +126,17 @@ class ESMAML(MetaLearner):
         loss = self.meta_loss(self.theta, tasks, inner_seed)
         loss.backward()
         grad_norm = float(self.theta.grad.norm()) if self.theta.grad is not None else 0.0
+        if self.theta.grad is not None and not bool(torch.isfinite(self.theta.grad).all()):
+            # Never step on a NaN/inf estimate: theta and the optimizer state stay unchanged.
+            raise FloatingPointError(
+                f"ES-MAML: the meta-gradient is NaN/inf (norm {grad_norm}); the step was skipped"
+            )
+        previous = self.theta.detach().clone()
         self.optimizer.step()
+        self.family.end_iteration()
         if not bool(torch.isfinite(self.theta).all()):
+            with torch.no_grad():
+                self.theta.copy_(previous)  # never leave NaN/inf meta-parameters behind
             raise FloatingPointError(
                 "ES-MAML: the meta-parameters became NaN/inf after the optimizer step "
                 f"(gradient norm {grad_norm}); lower the learning rate or sigma"

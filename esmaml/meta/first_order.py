@@ -138,8 +138,18 @@ class FirstOrderESMAML(MetaLearner):
         self.optimizer.zero_grad(set_to_none=True)
         self.theta.grad = gradient.to(self.theta.dtype)
         grad_norm = float(gradient.norm())
+        if not bool(torch.isfinite(gradient).all()):
+            # Never step on a NaN/inf estimate: theta and the optimizer state stay unchanged.
+            raise FloatingPointError(
+                f"first-order ES-MAML: the meta-gradient is NaN/inf (norm {grad_norm}); "
+                "the step was skipped"
+            )
+        previous = self.theta.detach().clone()
         self.optimizer.step()
+        self.family.end_iteration()
         if not bool(torch.isfinite(self.theta).all()):
+            with torch.no_grad():
+                self.theta.copy_(previous)  # never leave NaN/inf meta-parameters behind
             raise FloatingPointError(
                 f"first-order ES-MAML: meta-parameters became NaN/inf (gradient norm {grad_norm})"
             )

@@ -12,11 +12,17 @@ whose ``to_module()`` builds the matching ``nn.Sequential``) and ``x_support``/`
 cross-entropy (classification), as in :class:`~esmaml.tasks.sine.SineRegression` and
 :class:`~esmaml.tasks.fewshot.TasksetFamily`.
 
+It is a :class:`~esmaml.meta.base.MetaLearner`: ``adaptation`` is the matching
+:class:`~esmaml.adaptation.gradient_descent.GradientDescentAdaptation` (same alpha and steps, on
+flat parameters), so ``evaluate_adaptation(family, learner.adaptation,
+learner.parameters_flat(), tasks, seed)`` scores it exactly like the ES-MAML learners.
+
 learn2learn is an optional extra (``bash scripts/setup.sh`` builds it), imported lazily.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -24,6 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from esmaml.adaptation.base import check_positive_float, check_positive_int
+from esmaml.adaptation.gradient_descent import GradientDescentAdaptation
+from esmaml.meta.base import MetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks, validate_tasks
 from esmaml.tasks.fewshot import import_learn2learn
 
@@ -39,7 +48,7 @@ def supervised_loss(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(pred, y.reshape(-1))
 
 
-class L2LMAML:
+class L2LMAML(MetaLearner):
     """learn2learn's second-order MAML on a supervised task family.
 
     Args:
@@ -49,8 +58,11 @@ class L2LMAML:
         adaptation_steps: inner gradient steps k on the support set.
         optimizer: ``'adam'`` or ``'sgd'`` for the outer step.
         first_order: drop the second-order terms (FOMAML); the default is exact MAML.
-        seed: seeds the initial parameters ``family.init_params``.
+        meta_batch_size: tasks per iteration the trainer should pass to ``step``
+            (``tasks_per_iteration``); ``step`` uses every task it is given.
+        seed: seeds the initial parameters ``family.init_params`` (unless ``init_params``).
         grad_clip: clip the meta-gradient's global norm to this (None: no clipping).
+        init_params: initial flat meta-parameters ``[D]`` (the family's layout).
     """
 
     def __init__(
@@ -62,8 +74,10 @@ class L2LMAML:
         adaptation_steps: int = 1,
         optimizer: str = "adam",
         first_order: bool = False,
+        meta_batch_size: int = 25,
         seed: int = 0,
         grad_clip: float | None = None,
+        init_params: Tensor | None = None,
     ):
         l2l = import_learn2learn()
         model = getattr(family, "model", None)
@@ -85,14 +99,24 @@ class L2LMAML:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
         self.family = family
-        self.meta_lr, self.alpha = float(meta_lr), float(alpha)
+        self.meta_lr = check_positive_float("meta_lr", meta_lr)
+        self.alpha = check_positive_float("alpha", alpha)
         self.adaptation_steps = adaptation_steps
+        self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
+        # The same inner loop on flat parameters, for the shared evaluator.
+        self.adaptation = GradientDescentAdaptation(self.alpha, num_steps=adaptation_steps)
         self.optimizer_name = optimizer
         self.first_order = bool(first_order)
         self.seed = int(seed)
         self.grad_clip = grad_clip
-        init = family.init_params(torch.Generator().manual_seed(self.seed))
-        module = model.to_module(init.cpu()).to(family.device)
+        if init_params is None:
+            init_params = family.init_params(torch.Generator().manual_seed(self.seed))
+        elif init_params.shape != (family.num_params,):
+            raise ValueError(
+                f"init_params must have shape ({family.num_params},), got "
+                f"{tuple(init_params.shape)}"
+            )
+        module = model.to_module(init_params.detach().cpu()).to(family.device)
         self.maml = l2l.algorithms.MAML(module, lr=self.alpha, first_order=self.first_order)
         if optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -101,6 +125,10 @@ class L2LMAML:
         else:
             self.optimizer = torch.optim.SGD(self.maml.parameters(), lr=self.meta_lr)
         self.iteration = 0
+
+    @property
+    def tasks_per_iteration(self) -> int:
+        return self.meta_batch_size
 
     # -- flat parameters ---------------------------------------------------------------------
     def parameters_flat(self) -> Tensor:
@@ -147,8 +175,9 @@ class L2LMAML:
         tasks = self._check(tasks)
         n = next(iter(tasks.values())).shape[0]
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        correct = 0.0
+        # Accumulated as tensors: no device sync per task.
+        total = torch.zeros((), device=self.family.device)
+        correct = torch.zeros((), device=self.family.device)
         classify = not tasks["y_query"].is_floating_point()
         for i in range(n):
             learner = self._adapt(tasks, i, self.adaptation_steps, None)
@@ -156,26 +185,33 @@ class L2LMAML:
             loss = supervised_loss(learner, x, y)
             # Backward per task (gradients accumulate) keeps one task's graph alive at a time.
             (loss / n).backward()
-            total += float(loss.detach())
+            total += loss.detach()
             if classify:
                 with torch.no_grad():
                     pred = learner(x.reshape(x.shape[0], -1)).argmax(-1)
-                    correct += float((pred == y.reshape(-1)).float().mean())
+                    correct += (pred == y.reshape(-1)).float().mean()
         params = list(self.maml.parameters())
         if self.grad_clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         else:
             grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
             grad_norm = torch.cat(grads).norm() if grads else torch.zeros(())
+        if not bool(torch.isfinite(grad_norm)):
+            # Never step on a NaN/inf meta-gradient: parameters and optimizer state stay as-is.
+            raise FloatingPointError(
+                f"L2LMAML: the meta-gradient is NaN/inf (norm {float(grad_norm)}); the step was "
+                "skipped; lower meta_lr or alpha"
+            )
         self.optimizer.step()
+        self.family.end_iteration()
         self.iteration += 1
         metrics = {
-            "meta_objective": total / n,
+            "meta_objective": float(total) / n,
             "grad_norm": float(grad_norm),
             "queries": float(n * (self.adaptation_steps + 1)),
         }
         if classify:
-            metrics["accuracy"] = correct / n
+            metrics["accuracy"] = float(correct) / n
         return metrics
 
     def evaluate(self, tasks: Tasks, steps: int | None = None) -> tuple[Tensor, Tensor]:
@@ -218,5 +254,8 @@ class L2LMAML:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.maml.load_state_dict(state["maml"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Deep-copied: Optimizer.load_state_dict keeps the given moment tensors when dtype and
+        # device match, so two learners loaded from one state would share (and double-update)
+        # Adam's moments.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.iteration = int(state["iteration"])

@@ -14,6 +14,7 @@ RL families return minus the return.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Mapping
 from typing import Literal
 
@@ -58,6 +59,18 @@ class TaskFamily(abc.ABC):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Loss ``[*B]`` of ``params [*B, D]`` on task ``task_ids [*B]`` of ``tasks``."""
+
+    #: Whether the loss is minus a return (RL): summaries then also report the return.
+    reports_return: bool = False
+
+    def end_iteration(self) -> None:
+        """Called by the meta-learner after each meta-step (e.g. to fold in running
+        normalisation statistics, which stay frozen within an iteration). Default: nothing."""
+        return None
+
+    def frozen(self) -> contextlib.AbstractContextManager[None]:
+        """A context in which evaluation must not change the family's state."""
+        return contextlib.nullcontext()
 
     def metrics(self, params: Tensor, tasks: Tasks, task_ids: Tensor) -> dict[str, Tensor]:
         """Extra per-task metrics ``name -> [*B]`` on the query phase (e.g. accuracy)."""

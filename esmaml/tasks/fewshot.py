@@ -158,7 +158,10 @@ class TasksetFamily(TaskFamily):
         where = f"{type(self).__name__}({split} taskset)"
         sample = taskset.sample()
         if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-            raise TypeError(f"{where}: taskset.sample() must return (X, y), got {type(sample)}")
+            raise TypeError(
+                f"{where}: taskset.sample() must return (X, y), got {type(sample).__name__} "
+                "(end the task transforms with LoadData)"
+            )
         x, y = sample
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
             raise TypeError(f"{where}: taskset.sample() must return tensors; add LoadData")

@@ -6,6 +6,8 @@ every time, ``n > 0`` fixes a pool of ``n`` tasks (drawn once from the seed) and
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from esmaml.tasks.base import SPLITS, Split, TaskFamily, Tasks, validate_tasks
@@ -63,6 +65,14 @@ class TaskSampler:
         fresh test tasks when the test split has no pool."""
         pool = self.pool("test")
         if pool is not None:
+            if n > self.pool_sizes["test"]:
+                warnings.warn(
+                    f"asked for {n} evaluation tasks but the test pool holds "
+                    f"{self.pool_sizes['test']}; evaluating on those {self.pool_sizes['test']} "
+                    "(raise test_pool or lower evaluation.num_tasks)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return {key: value[:n] for key, value in pool.items()}
         return self.sample(n, "test", generator)
 

@@ -1,0 +1,234 @@
+"""Zero-order gradient speed: esmaml vs TorchOpt 0.7.3 vs a hand-written batched floor.
+
+    .venv/bin/python benchmarks/zero_order.py [--rounds 7] [--quick]
+
+Cases (antithetic, sigma 0.01, batch 64, MSE loss):
+  seed: nn.Linear(32, 1), num_samples=100 (the TorchOpt tutorial's example);
+  mlp:  Linear(32, 256) -> ReLU -> Linear(256, 1), num_samples=500.
+
+Per case and library, one "gradient" is the decorated forward plus ``torch.autograd.grad``.
+TorchOpt runs its own decorator on a ``torch.func.functional_call`` model (functorch's
+``make_functional`` is gone); esmaml runs with its default options (only method, num_samples and
+sigma set). The floor is a hand-written forward of the same 2N perturbed models with
+``torch.baddbmm`` on stacked [2N, ...] weights and a per-model loss: the evaluation work alone,
+without noise generation or the weighted sum. Implementations are interleaved within each round
+and the median of the rounds' per-call means is reported, so load from other processes on a
+shared machine hits all columns alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import esmaml
+
+TARGET_SPEEDUP = 30.0  # esmaml at least this many times faster than TorchOpt
+TARGET_FLOOR_RATIO = 2.0  # esmaml at most this many times the hand-written floor
+
+
+@dataclass
+class Case:
+    """One benchmark problem: a model, its data and the estimator's settings."""
+
+    name: str
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    num_samples: int
+    sigma: float = 0.01
+    method: str = "antithetic"
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters()]
+
+    def params(self) -> tuple[Tensor, ...]:
+        return tuple(p.detach().clone().requires_grad_() for p in self.model.parameters())
+
+    def fmodel(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        return torch.func.functional_call(self.model, dict(zip(self.names, params)), (x,))
+
+    def loss(self, params: tuple[Tensor, ...], x: Tensor, y: Tensor) -> Tensor:
+        return F.mse_loss(self.fmodel(params, x), y)
+
+
+def make_cases() -> list[Case]:
+    torch.manual_seed(0)
+    x = torch.randn(64, 32) * 0.1
+    y = torch.randn(64, 1) * 0.1
+    mlp = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 1))
+    return [
+        Case("seed: Linear(32,1), N=100", nn.Linear(32, 1), x, y, num_samples=100),
+        Case("mlp: 32-256-1 ReLU, N=500", mlp, x, y, num_samples=500),
+    ]
+
+
+def torchopt_gradient(case: Case, method: str | None = None) -> Callable[[], tuple[Tensor, ...]]:
+    """TorchOpt's decorator on the functional model; returns a one-gradient closure."""
+    import torchopt
+
+    distribution = torch.distributions.Normal(loc=0.0, scale=1.0)
+    decorated = torchopt.diff.zero_order.zero_order(
+        distribution,
+        method=method or case.method,
+        argnums=0,
+        num_samples=case.num_samples,
+        sigma=case.sigma,
+    )(case.loss)
+    params = case.params()
+    return lambda: torch.autograd.grad(decorated(params, case.x, case.y), params)
+
+
+def esmaml_gradient(case: Case, method: str | None = None) -> Callable[[], tuple[Tensor, ...]]:
+    """esmaml's decorator with default options; returns a one-gradient closure."""
+    decorated = esmaml.zero_order(
+        method=method or case.method, num_samples=case.num_samples, sigma=case.sigma
+    )(case.loss)
+    params = case.params()
+    return lambda: torch.autograd.grad(decorated(params, case.x, case.y), params)
+
+
+def floor_forward(case: Case) -> Callable[[], Tensor]:
+    """The 2N perturbed forwards by hand: baddbmm over stacked weights, one loss per model."""
+    linears = [m for m in case.model.modules() if isinstance(m, nn.Linear)]
+    population = 2 * case.num_samples
+    stacked = []
+    for layer in linears:
+        with torch.no_grad():
+            noise_w = torch.randn(case.num_samples, *layer.weight.shape)
+            noise_b = torch.randn(case.num_samples, *layer.bias.shape)
+            weight = layer.weight + case.sigma * torch.cat([noise_w, -noise_w])
+            bias = layer.bias + case.sigma * torch.cat([noise_b, -noise_b])
+        # [2N, in, out] and [2N, 1, out], laid out for baddbmm(bias, h, weight).
+        stacked.append((weight.transpose(1, 2).contiguous(), bias.unsqueeze(1).contiguous()))
+    x = case.x.expand(population, *case.x.shape)
+    y = case.y
+
+    @torch.no_grad()
+    def forward() -> Tensor:
+        h = x
+        for i, (weight, bias) in enumerate(stacked):
+            h = torch.baddbmm(bias, h, weight)
+            if i < len(stacked) - 1:
+                h = torch.relu(h)
+        return (h - y).square().mean(dim=(1, 2))  # [2N] losses
+
+    return forward
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, min_round_s: float
+) -> dict[str, float]:
+    """Median over ``rounds`` of the mean seconds per call, the implementations interleaved."""
+    reps = {}
+    for name, fn in fns.items():
+        for _ in range(3):  # warm-up (vmap tracing, allocator, lazy init)
+            fn()
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        reps[name] = max(3, math.ceil(min_round_s / max(once, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / reps[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def exact_gradient(case: Case) -> Tensor:
+    params = case.params()
+    return flat(torch.autograd.grad(case.loss(params, case.x, case.y), params))
+
+
+def flat(tensors: tuple[Tensor, ...]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def cosine_table(case: Case) -> list[str]:
+    """First-gradient cosine and norm ratio with the exact gradient, both libraries."""
+    exact = exact_gradient(case)
+    rows = [
+        "| method | library | cosine with exact | norm / exact norm |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for method in ("antithetic", "forward"):
+        for library, make in (("torchopt", torchopt_gradient), ("esmaml", esmaml_gradient)):
+            torch.manual_seed(1)
+            grad = flat(make(case, method)())
+            cos = float(F.cosine_similarity(grad, exact, dim=0))
+            ratio = float(grad.norm() / exact.norm())
+            rows.append(f"| {method} | {library} | {cos:.3f} | {ratio:.4f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timing rounds (median reported)")
+    parser.add_argument("--min-round-s", type=float, default=0.25, help="seconds per round")
+    parser.add_argument("--quick", action="store_true", help="3 short rounds (smoke test)")
+    args = parser.parse_args()
+    rounds, min_round_s = (3, 0.05) if args.quick else (args.rounds, args.min_round_s)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, esmaml {esmaml.__version__}")
+    try:
+        import torchopt
+
+        print(f"torchopt {torchopt.__version__}")
+        have_torchopt = True
+    except ImportError as error:  # pragma: no cover - dev dependency
+        print(f"torchopt unavailable ({error}); its column is left empty")
+        have_torchopt = False
+
+    rows = [
+        "| case | torchopt ms | esmaml ms | floor ms | speedup vs torchopt | esmaml / floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    verdicts = []
+    cases = make_cases()
+    for case in cases:
+        fns: dict[str, Callable[[], object]] = {
+            "esmaml": esmaml_gradient(case),
+            "floor": floor_forward(case),
+        }
+        if have_torchopt:
+            fns["torchopt"] = torchopt_gradient(case)
+        seconds = time_interleaved(fns, rounds, min_round_s)
+        ms = {name: 1e3 * value for name, value in seconds.items()}
+        speedup = ms["torchopt"] / ms["esmaml"] if have_torchopt else math.nan
+        ratio = ms["esmaml"] / ms["floor"]
+        torchopt_ms = f"{ms['torchopt']:.3f}" if have_torchopt else "-"
+        rows.append(
+            f"| {case.name} | {torchopt_ms} | {ms['esmaml']:.3f} | {ms['floor']:.3f} | "
+            f"{speedup:.1f}x | {ratio:.2f}x |"
+        )
+        verdicts.append(
+            f"{case.name}: speedup {speedup:.1f}x "
+            f"({'meets' if speedup >= TARGET_SPEEDUP else 'MISSES'} >= {TARGET_SPEEDUP:g}x), "
+            f"esmaml/floor {ratio:.2f}x "
+            f"({'meets' if ratio <= TARGET_FLOOR_RATIO else 'MISSES'} <= {TARGET_FLOOR_RATIO:g}x)"
+        )
+    print()
+    print("\n".join(rows))
+    print()
+    print(f"targets: >= {TARGET_SPEEDUP:g}x vs torchopt, <= {TARGET_FLOOR_RATIO:g}x the floor")
+    print("\n".join(verdicts))
+    if have_torchopt:
+        print()
+        print(f"first gradient vs exact, {cases[0].name}, sigma {cases[0].sigma}:")
+        print("\n".join(cosine_table(cases[0])))
+
+
+if __name__ == "__main__":
+    main()

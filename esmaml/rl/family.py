@@ -1,0 +1,215 @@
+"""RL task families: a meta-RL environment plus a flat-parameter policy, as a TaskFamily.
+
+``loss(params [*B, D], tasks, task_ids [*B])`` is minus the mean return of E episodes of each
+(parameters, task) pair, all in one batched rollout. Population members that share a task share
+its start states (common random numbers). Observations are normalised with running statistics
+that are frozen within an iteration and folded in by ``end_iteration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from esmaml.rl.normalization import ObservationNormalizer
+from esmaml.rl.policies import MLPPolicy
+from esmaml.rl.rollout import RolloutResult, rollout, rollout_gym
+from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks, check_task_ids
+
+# Separate task streams for the two splits of one generator.
+_SPLIT_SALT = {"train": 0, "test": 7_777_777}
+
+
+class RLFamily(TaskFamily):
+    """Meta-RL on a registered esmaml environment.
+
+    Args:
+        env: a torch-native env name (``Navigation2D``, ``FourCorners``, ``SixCircles``,
+            ``PointMassGoalVelocity``, ``MetaPendulum``, ``MetaCartPole``) or a MuJoCo meta-task
+            (``HalfCheetahForwardBackward``, ``HalfCheetahGoalVelocity``, ``AntForwardBackward``,
+            ``AntDirection``; CPU, through gymnasium's vector API).
+        env_params: constructor keywords of the environment.
+        hidden: hidden widths of the policy (``()`` is the paper's linear policy).
+        activation: hidden activation.
+        episodes: episodes per (parameters, task) evaluation.
+        horizon: episode length (default: the environment's).
+        normalize_observations: running observation normalisation.
+        device: where torch-native environments run.
+        gym_chunk: sub-environments per gymnasium vector env (MuJoCo).
+    """
+
+    stochastic = True
+    differentiable = False
+    reports_return = True
+
+    def __init__(
+        self,
+        env: str = "Navigation2D",
+        env_params: Mapping[str, Any] | None = None,
+        hidden: Sequence[int] = (),
+        activation: str = "tanh",
+        episodes: int = 1,
+        horizon: int | None = None,
+        normalize_observations: bool = True,
+        device: str | torch.device = "cpu",
+        gym_chunk: int = 16,
+    ):
+        import envs as env_registry
+
+        self._device = torch.device(device)
+        self.episodes = int(episodes)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        self.gym_chunk = int(gym_chunk)
+        params = dict(env_params or {})
+        name = env.split("/")[1].rsplit("-", 1)[0] if env.startswith("esmaml/") else env
+        if name in env_registry.BATCHED_ENVS:
+            # Per-step NaN checks cost a host sync; a NaN policy output still surfaces as a NaN
+            # return, which the zero-order NaN policy catches.
+            params.setdefault("check_finite", False)
+            self.env = env_registry.make_batched_env(name, **params)
+            self.gym_id = None
+            obs_dim, act_dim = self.env.observation_dim, self.env.action_dim
+            low, high = self.env.action_low, self.env.action_high
+            default_horizon = self.env.max_episode_steps
+        else:
+            mujoco_ids = {i.split("/")[1].rsplit("-", 1)[0]: i for i in env_registry.MUJOCO_ENV_IDS}
+            if name not in mujoco_ids:
+                valid = sorted([*env_registry.BATCHED_ENVS, *mujoco_ids])
+                raise ValueError(
+                    f"env={env!r} is not a registered esmaml environment; valid: {', '.join(valid)}"
+                )
+            if self._device.type != "cpu":
+                raise ValueError(f"{name} runs through gymnasium on the CPU; use device='cpu'")
+            import gymnasium
+
+            self.gym_id = mujoco_ids[name]
+            self.gym_params = params
+            self.env = gymnasium.make(self.gym_id, **params).unwrapped
+            obs_dim = int(self.env.observation_space.shape[0])
+            act_dim = int(self.env.action_space.shape[0])
+            low, high = (
+                float(self.env.action_space.low.min()),
+                float(self.env.action_space.high.max()),
+            )
+            default_horizon = int(gymnasium.spec(self.gym_id).max_episode_steps or 200)
+        self.horizon = int(horizon or default_horizon)
+        self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high)
+        self.num_params = self.policy.num_params
+        self.normalizer = ObservationNormalizer(
+            obs_dim, enabled=normalize_observations, device=self._device
+        )
+        self.collect_statistics = True
+        self.env_steps = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def init_params(self, generator: torch.Generator | None = None) -> Tensor:
+        return self.policy.init_params(generator).to(self._device)
+
+    def sample_tasks(
+        self, n: int, *, split: Split = "train", generator: torch.Generator | None = None
+    ) -> Tasks:
+        if self.gym_id is None:
+            return self.env.sample_task_params(n, generator, device=self._device)
+        from envs import tasks_to_params
+
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator)) + _SPLIT_SALT[split]
+        return tasks_to_params(self.env.sample_tasks(n, seed=seed))
+
+    def loss(
+        self,
+        params: Tensor,
+        tasks: Tasks,
+        task_ids: Tensor,
+        *,
+        phase: Phase = "query",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        batch = params.shape[:-1]
+        if params.shape[-1] != self.num_params:
+            raise ValueError(
+                f"params must have last dim {self.num_params}, got {tuple(params.shape)}"
+            )
+        check_task_ids(task_ids, tasks, batch)
+        ids = task_ids.expand(batch).reshape(-1)
+        flat = params.reshape(-1, self.num_params)
+        result = self._rollout(flat, tasks, ids, generator)
+        self.env_steps += result.steps
+        if self.collect_statistics:
+            self.normalizer.observe(result.observation_stats)
+        return (-result.returns).reshape(batch)
+
+    def _rollout(
+        self, params: Tensor, tasks: Tasks, ids: Tensor, generator: torch.Generator | None
+    ) -> RolloutResult:
+        if self.gym_id is None:
+            n_tasks = next(iter(tasks.values())).shape[0]
+            per_task = {
+                k: v.unsqueeze(1).expand(n_tasks, self.episodes, *v.shape[1:])
+                for k, v in tasks.items()
+            }
+            starts = self.env.reset(per_task, generator)
+            initial = {k: v[ids] for k, v in starts.items()}
+            task = {k: v[ids] for k, v in tasks.items()}
+            return rollout(
+                self.env,
+                self.policy,
+                params,
+                task,
+                episodes=self.episodes,
+                horizon=self.horizon,
+                normalize=self.normalizer,
+                initial_state=initial,
+            )
+        import gymnasium
+
+        from envs import params_to_tasks
+
+        task_list = params_to_tasks(tasks)
+        seed = (
+            int(torch.randint(0, 2**31 - 1, (), generator=generator))
+            if generator is not None
+            else 0
+        )
+        return rollout_gym(
+            lambda k: gymnasium.make_vec(
+                self.gym_id,
+                num_envs=k,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+                **self.gym_params,
+            ),
+            self.policy,
+            params,
+            [task_list[i] for i in ids.tolist()],
+            episodes=self.episodes,
+            horizon=self.horizon,
+            normalize=self.normalizer,
+            chunk=self.gym_chunk,
+            seeds=[seed + int(i) for i in ids.tolist()],
+        )
+
+    def end_iteration(self) -> None:
+        self.normalizer.commit()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Evaluation: rollouts do not feed the normalisation statistics."""
+        previous, self.collect_statistics = self.collect_statistics, False
+        try:
+            yield
+        finally:
+            self.collect_statistics = previous
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"normalizer": self.normalizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.normalizer.load_state_dict(state["normalizer"])

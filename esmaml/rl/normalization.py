@@ -1,0 +1,113 @@
+"""Running observation normalisation (ES-MAML, OpenAI ES): mergeable statistics.
+
+Statistics are (count, mean, M2) and merge exactly by Chan et al.'s parallel formula, so
+workers' partial statistics combine into the one-pass result. They are frozen within an
+iteration: observations seen during it accumulate in ``pending`` and ``commit()`` folds them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class RunningStats:
+    count: Tensor  # [] float64
+    mean: Tensor  # [dim] float64
+    m2: Tensor  # [dim] float64
+
+    @classmethod
+    def zeros(cls, dim: int, device: torch.device | str = "cpu") -> RunningStats:
+        z = torch.zeros(dim, dtype=torch.float64, device=device)
+        return cls(torch.zeros((), dtype=torch.float64, device=device), z, z.clone())
+
+    @classmethod
+    def from_batch(cls, values: Tensor, mask: Tensor | None = None) -> RunningStats:
+        """Statistics of ``values [..., dim]`` (rows where ``mask`` is True)."""
+        flat = values.reshape(-1, values.shape[-1]).double()
+        weights = (
+            torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device)
+            if mask is None
+            else mask.reshape(-1).double()
+        )
+        count = weights.sum()
+        mean = (weights[:, None] * flat).sum(0) / count.clamp_min(1)
+        m2 = (weights[:, None] * (flat - mean).square()).sum(0)
+        return cls(count, mean, m2)
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Exact combination (Chan et al. 1979)."""
+        count = self.count + other.count
+        safe = count.clamp_min(1)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / safe
+        m2 = self.m2 + other.m2 + delta.square() * self.count * other.count / safe
+        return RunningStats(count, mean, m2)
+
+    @property
+    def var(self) -> Tensor:
+        return self.m2 / self.count.clamp_min(1)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> RunningStats:
+        return cls(state["count"].clone(), state["mean"].clone(), state["m2"].clone())
+
+
+class ObservationNormalizer:
+    """``(obs - mean) / sqrt(var + eps)``, clipped, from the committed statistics."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        enabled: bool = True,
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        device: torch.device | str = "cpu",
+    ):
+        self.dim, self.enabled, self.clip, self.eps = dim, enabled, clip, eps
+        self.stats = RunningStats.zeros(dim, device)
+        self.pending = RunningStats.zeros(dim, device)
+        self._cache: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        return self.frozen_transform(obs.dtype)(obs)
+
+    def frozen_transform(self, dtype: torch.dtype = torch.float32) -> Callable[[Tensor], Tensor]:
+        """The normalisation as a function, resolved once (no host sync per step)."""
+        if not self.enabled or float(self.stats.count) < 2:
+            return lambda obs: obs
+        if self._cache is None or self._cache[0].dtype != dtype:
+            mean = self.stats.mean.to(dtype)
+            inv_std = (self.stats.var + self.eps).rsqrt().to(dtype)
+            self._cache = (mean, inv_std)
+        mean, inv_std = self._cache
+        clip = self.clip
+        return lambda obs: ((obs - mean) * inv_std).clamp(-clip, clip)
+
+    def observe(self, stats: RunningStats) -> None:
+        """Accumulate statistics seen during the current iteration."""
+        if self.enabled:
+            self.pending = self.pending.merge(stats)
+
+    def commit(self) -> None:
+        """Fold the iteration's statistics in (called between iterations)."""
+        if self.enabled and float(self.pending.count) > 0:
+            self.stats = self.stats.merge(self.pending)
+            self.pending = RunningStats.zeros(self.dim, self.stats.mean.device)
+            self._cache = None
+
+    def state_dict(self) -> dict[str, dict[str, Tensor]]:
+        return {"stats": self.stats.state_dict(), "pending": self.pending.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        self.stats = RunningStats.from_state_dict(state["stats"])
+        self.pending = RunningStats.from_state_dict(state["pending"])
+        self._cache = None
