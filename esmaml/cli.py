@@ -1,54 +1,173 @@
-"""The ``esmaml`` command: ``train``, ``evaluate``, ``plot``."""
+"""The ``esmaml`` command: ``train``, ``evaluate``, ``plot``.
+
+    esmaml train CONFIG [key=value ...] [--run-dir DIR]
+    esmaml train --resume RUN_DIR [key=value ...]
+    esmaml evaluate RUN_DIR [--num-tasks N] [--steps K [K ...]] [--split test|train]
+    esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR]
+
+Errors a user can fix (a bad config, a missing or corrupt checkpoint, nothing to plot) print one
+line ``esmaml <command>: error: ...`` to stderr and exit with status 2, like argparse's own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
+USAGE_ERROR = 2
+
 
 def _train(args: argparse.Namespace) -> int:
-    from esmaml.config import load_config
+    from esmaml.config import ConfigError, load_config
     from esmaml.logging.console import print_summary
     from esmaml.training.trainer import Trainer
 
+    overrides = list(args.overrides)
     if args.resume:
-        trainer = Trainer.resume(args.resume, list(args.overrides))
+        if args.config is not None:
+            # argparse hands the first positional to CONFIG; with --resume it is an override.
+            if "=" not in args.config:
+                raise ConfigError(
+                    f"give either a CONFIG file or --resume RUN_DIR, not both (got {args.config!r}"
+                    f" and --resume {args.resume!r}); a resumed run uses RUN_DIR/config.yaml"
+                )
+            overrides.insert(0, args.config)
+        if args.run_dir is not None:
+            raise ConfigError("--run-dir cannot be combined with --resume (the run dir is RUN_DIR)")
+        trainer = Trainer.resume(args.resume, overrides)
     else:
         if args.config is None:
-            raise SystemExit("esmaml train: give a CONFIG file, or --resume RUN_DIR")
-        config = load_config(args.config, list(args.overrides))
+            raise ConfigError("give a CONFIG file (see configs/), or --resume RUN_DIR")
+        if "=" in args.config and not os.path.exists(args.config):
+            raise ConfigError(
+                f"the first argument must be a CONFIG file, got the override {args.config!r}"
+            )
+        config = load_config(args.config, overrides)
         trainer = Trainer(config, args.run_dir)
     summary = trainer.train()
     print_summary(summary, f"{trainer.config.name}: {trainer.run_dir}")
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from esmaml.training.trainer import evaluate_run
+
+    result = evaluate_run(
+        args.run_dir,
+        num_tasks=args.num_tasks,
+        steps=args.steps,
+        split=args.split,
+        command=args.command_line,
+        out=args.out,
+    )
+    table = Table(
+        title=f"{args.run_dir} @ iteration {result['iteration']}: {result['num_tasks']} "
+        f"{'held-out' if args.split == 'test' else 'train'} tasks"
+    )
+    for column in ("steps", "pre-adaptation", "post-adaptation", "post std", "queries"):
+        table.add_column(column, justify="right")
+    for point in result["curve"]:
+        table.add_row(
+            str(point["steps"]),
+            f"{point['pre_adaptation']:.6g}",
+            f"{point['post_adaptation']:.6g}",
+            f"{point['post_adaptation_std']:.6g}",
+            str(point["queries"]),
+        )
+    Console().print(table)
+    print(f"wrote {args.out or os.path.join(args.run_dir, 'eval.json')}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from esmaml.plotting import plot_runs
+
+    for path in plot_runs(args.run_dirs, args.out, command=args.command_line):
+        print(f"wrote {path} (+ {path.with_suffix('.txt').name})")
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esmaml", description="ES-MAML meta-learning.")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="meta-train from a YAML config")
+
+    train = commands.add_parser("train", help="meta-train from a YAML config, or resume a run")
     train.add_argument("config", nargs="?", help="YAML config (see configs/)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. iterations=10")
     train.add_argument("--run-dir", help="run directory (default runs/<name>-<timestamp>)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its checkpoint")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint"
+    )
     train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a run's checkpoint on held-out tasks; writes RUN_DIR/eval.json"
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--num-tasks", type=_positive_int, help="tasks to evaluate (default evaluation.num_tasks)"
+    )
+    evaluate.add_argument(
+        "--steps",
+        type=_non_negative_int,
+        nargs="+",
+        metavar="K",
+        help="adaptation steps, one evaluation each (e.g. --steps 0 1 2 5 gives a curve)",
+    )
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--out", help="where to write the JSON (default RUN_DIR/eval.json)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    plot = commands.add_parser(
+        "plot", help="learning curves of one or more runs (PNG + .txt caption)"
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument(
+        "--out", help="output directory (default: the run dir, or the one holding the runs)"
+    )
+    plot.set_defaults(handler=_plot)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything imports wandb: its error reporting would call home at exit.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
+    args.command_line = shlex.join(["esmaml", *arguments])
     from esmaml.config import ConfigError
+    from esmaml.plotting import PlotError
     from esmaml.training.checkpoint import CheckpointError
 
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, PlotError) as error:
         print(f"esmaml {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

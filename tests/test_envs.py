@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import warnings
+from collections.abc import Iterator
 
 import gymnasium
 import numpy as np
@@ -42,6 +43,16 @@ ALLOWED_CHECKER_WARNINGS = (
     "A Box observation space maximum value is infinity",
     "For Box action spaces, we recommend using a symmetric and normalized space",
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These tensors are tiny: with two intra-op threads on a busy 2-core machine, OpenMP
+    stalls make float32 sin/cos over a few thousand values take milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def t64(*values: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ Everything runs on small synthetic MetaDatasets: no downloads.
 
 from __future__ import annotations
 
+import io
 import random
 import sys
 
@@ -300,6 +301,16 @@ def test_step_metrics_evaluate_and_checkpoint(family: TasksetFamily) -> None:
     other.load_state_dict(maml.state_dict())
     assert torch.equal(other.parameters_flat(), maml.parameters_flat())
     assert maml.step(tasks) == other.step(tasks)
+    assert torch.equal(other.parameters_flat(), maml.parameters_flat())
+    # A state is a snapshot (later steps leave it alone) and survives torch.save/load.
+    snapshot = maml.state_dict()
+    maml.step(tasks)
+    buffer = io.BytesIO()
+    torch.save(snapshot, buffer)
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer, weights_only=False))
+    assert other.iteration == 2 and not torch.equal(other.parameters_flat(), maml.parameters_flat())
+    other.step(tasks)  # replays the step maml took from the snapshot
     assert torch.equal(other.parameters_flat(), maml.parameters_flat())
     other.load_parameters_flat(torch.zeros(sine.num_params))
     assert torch.count_nonzero(other.parameters_flat()) == 0

@@ -206,6 +206,15 @@ class WandbLogger:
         except Exception as error:
             self._warn("summary", error)
 
+    def mark_preempting(self) -> None:
+        """Tell wandb the run was stopped to be resumed (SIGTERM/Ctrl-C), not crashed."""
+        if self.run is None:
+            return
+        try:
+            self.run.mark_preempting()
+        except Exception as error:
+            self._warn("mark_preempting", error)
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the run; an offline run prints how to sync it."""
         if self.run is None:

@@ -225,7 +225,8 @@ class L2LMAML(MetaLearner):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, got {steps!r}")
         n = next(iter(tasks.values())).shape[0]
-        pre, post = torch.empty(n), torch.empty(n)
+        pre = torch.empty(n, device=self.family.device)
+        post = torch.empty(n, device=self.family.device)
         for i in range(n):
             x, y = tasks["x_query"][i], tasks["y_query"][i]
             with torch.no_grad():
@@ -237,9 +238,10 @@ class L2LMAML(MetaLearner):
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """A snapshot (copies, so later steps do not change a kept checkpoint)."""
         return {
-            "maml": self.maml.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "maml": copy.deepcopy(self.maml.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "iteration": self.iteration,
             "config": {
                 "meta_lr": self.meta_lr,

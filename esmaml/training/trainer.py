@@ -1,32 +1,55 @@
 """The meta-training loop: config -> tasks -> adaptation -> meta-step -> logging, one way.
 
 Every random draw comes from one torch.Generator seeded by ``config.seed`` (evaluation uses its
-own fixed seed), and its state is checkpointed, so a resumed run recomputes the same iterations.
+own fixed seed), and its state is checkpointed together with torch's, numpy's and Python's
+global RNG states, the optimizer, the family's state (normalisation statistics) and the task
+pools. A run resumed from a checkpoint therefore recomputes exactly the iterations an
+uninterrupted run would: metrics.jsonl matches row for row except the wall-clock fields
+(``time_s``, ``iteration_time_s``).
+
+Files of a run directory: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one row per
+iteration), ``checkpoint.pt`` / ``checkpoint.prev.pt``, ``wandb_run.json`` (the wandb run id,
+written as soon as the wandb run starts), ``summary.json`` (at the end), ``wandb/`` (wandb's
+files), and ``eval.json`` / PNGs once ``esmaml evaluate`` / ``esmaml plot`` ran.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import signal
+import threading
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from esmaml.config import ExperimentConfig, load_config, to_dict, to_yaml
+from esmaml.config import ConfigError, ExperimentConfig, load_config, to_dict, to_yaml
 from esmaml.logging.console import Progress, print_summary
 from esmaml.logging.metrics import MetricsWriter
 from esmaml.logging.wandb_logger import WandbLogger
 from esmaml.meta.base import Evaluation, evaluate_adaptation
 from esmaml.tasks.sampler import TaskSampler
 from esmaml.training.builders import build_adaptation, build_family, build_learner
-from esmaml.training.checkpoint import load_checkpoint, save_checkpoint
+from esmaml.training.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    NoCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+WANDB_RUN_FILE = "wandb_run.json"
 EVAL_SEED_OFFSET = 1_000_000_007
 
 
@@ -35,16 +58,60 @@ def default_run_dir(config: ExperimentConfig) -> Path:
     return Path("runs") / f"{config.name}-{stamp}"
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """A file that is either the old or the new text, never half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states third-party code may draw from (torch, CUDA, numpy, random)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
 class Trainer:
-    """Builds every component from ``config`` and runs (or resumes) meta-training."""
+    """Builds every component from ``config`` and runs (or resumes) meta-training.
+
+    Args:
+        config: the experiment.
+        run_dir: where the run's files go (default ``config.run_dir``, else
+            ``runs/<name>-<timestamp>``). A fresh run refuses a directory that already holds a
+            run (metrics or a checkpoint): resume it instead.
+        resume: continue the run in ``run_dir`` from its latest readable checkpoint (see
+            :meth:`resume`). With no checkpoint yet (killed before the first one) the run
+            restarts from iteration 0 with a warning.
+    """
 
     def __init__(
         self, config: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False
     ):
         self.config = config
         self.run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
+        if not resume and any(
+            (self.run_dir / name).exists() for name in (METRICS_FILE, CHECKPOINT)
+        ):
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} already holds a run; continue it with "
+                f"`esmaml train --resume {self.run_dir}` or choose another --run-dir"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed)  # for any third-party code that uses the global RNG
+        torch.manual_seed(config.seed)  # for any third-party code that uses the global RNGs
+        np.random.seed(config.seed % 2**32)
+        random.seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.family = build_family(config)
         self.sampler = TaskSampler(
@@ -59,26 +126,40 @@ class Trainer:
         self.elapsed = 0.0
         self.totals = {"queries_total": 0.0, "env_steps_total": 0.0}
         self.wandb_id: str | None = None
+        self.checkpoint_path: Path | None = None
         if resume:
+            self.wandb_id = self._read_wandb_id()
             self._restore()
         else:
-            (self.run_dir / CONFIG_FILE).write_text(to_yaml(config))
+            _write_atomic(self.run_dir / CONFIG_FILE, to_yaml(config))
         self._stop_signal: int | None = None
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: list[str] | None = None) -> Trainer:
-        """Continue the run in ``run_dir`` from its last checkpoint (its own config.yaml)."""
+        """Continue the run in ``run_dir`` from its last checkpoint, with its own config.yaml
+        (plus ``overrides``, e.g. ``iterations=500`` to extend it; they are saved)."""
         directory = Path(run_dir)
+        if not directory.is_dir():
+            raise CheckpointError(f"run directory {str(directory)!r} does not exist")
+        if not (directory / CONFIG_FILE).is_file():
+            raise CheckpointError(
+                f"{str(directory)!r} is not an esmaml run directory (no {CONFIG_FILE})"
+            )
         config = load_config(directory / CONFIG_FILE, overrides or [])
-        return cls(config, directory, resume=True)
+        trainer = cls(config, directory, resume=True)
+        if overrides:
+            _write_atomic(directory / CONFIG_FILE, to_yaml(config))
+        return trainer
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self, iteration: int) -> dict[str, Any]:
+        """Everything a resume needs to recompute iteration ``iteration`` on exactly."""
         family_state = self.family.state_dict() if hasattr(self.family, "state_dict") else None
         return {
             "iteration": iteration,
             "learner": self.learner.state_dict(),
             "generator": self.generator.get_state(),
+            "rng": rng_state(),
             "sampler": self.sampler.state_dict(),
             "family": family_state,
             "elapsed": self.elapsed,
@@ -87,30 +168,59 @@ class Trainer:
             "config": OmegaConf.to_container(OmegaConf.structured(self.config)),
         }
 
+    def _read_wandb_id(self) -> str | None:
+        path = self.run_dir / WANDB_RUN_FILE
+        try:
+            return json.loads(path.read_text()).get("id")
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def _restore(self) -> None:
-        state, _ = load_checkpoint(self.run_dir)
-        self.learner.load_state_dict(state["learner"])
-        self.generator.set_state(state["generator"])
-        self.sampler.load_state_dict(state["sampler"])
-        if state.get("family") is not None and hasattr(self.family, "load_state_dict"):
-            self.family.load_state_dict(state["family"])
-        self.start_iteration = int(state["iteration"])
-        self.elapsed = float(state["elapsed"])
-        self.totals = dict(state["totals"])
-        self.wandb_id = state.get("wandb_id")
+        try:
+            state, path = load_checkpoint(self.run_dir)
+        except NoCheckpointError:
+            warnings.warn(
+                f"no checkpoint in {str(self.run_dir)!r} (the run stopped before its first "
+                "one); restarting it from iteration 0",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        try:
+            self.learner.load_state_dict(state["learner"])
+            self.generator.set_state(state["generator"])
+            self.sampler.load_state_dict(state["sampler"])
+            if state.get("family") is not None and hasattr(self.family, "load_state_dict"):
+                self.family.load_state_dict(state["family"])
+            if state.get("rng") is not None:
+                set_rng_state(state["rng"])
+            self.start_iteration = int(state["iteration"])
+            self.elapsed = float(state.get("elapsed", 0.0))
+            self.totals = dict(state.get("totals", self.totals))
+        except Exception as error:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit this run's config "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            ) from None
+        self.wandb_id = state.get("wandb_id") or self.wandb_id
+        self.checkpoint_path = path
 
     def checkpoint(self, iteration: int) -> Path:
-        return save_checkpoint(
+        """Save the state after ``iteration`` completed iterations (atomic)."""
+        self.checkpoint_path = save_checkpoint(
             self.run_dir, self.state_dict(iteration), self.config.checkpoint.keep_previous
         )
+        return self.checkpoint_path
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(
         self, num_tasks: int | None = None, num_steps: int | None = None, split: str = "test"
     ) -> Evaluation:
         """Pre/post-adaptation loss on held-out (or fixed train) tasks; does not touch the
-        training random stream."""
+        training random stream, so evaluating never changes what training computes."""
         config = self.config
+        if split not in ("test", "train"):
+            raise ValueError(f"split={split!r} is unknown; valid: test, train")
         n = num_tasks or config.evaluation.num_tasks
         generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
         if split == "test":
@@ -136,25 +246,81 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_signal is not None:
-            raise KeyboardInterrupt  # a second signal: stop now
+            raise KeyboardInterrupt  # a second signal: stop now, without a checkpoint
+        # Finish the current iteration, checkpoint, then exit 128 + signum.
         self._stop_signal = signum
 
-    def train(self) -> dict[str, Any]:
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        # Python only lets the main thread set handlers; elsewhere signals keep their defaults.
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _start_wandb(self) -> WandbLogger:
         config = self.config
-        writer = MetricsWriter(self.run_dir / "metrics.jsonl", self.start_iteration)
         wandb = WandbLogger(
             config.wandb, self.run_dir, to_dict(config), self.run_dir.name, self.wandb_id
         )
-        self.wandb_id = wandb.run_id or self.wandb_id
-        progress = Progress(config.iterations, self.start_iteration, config.progress, config.name)
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        iteration = self.start_iteration
-        env_steps_before = float(getattr(self.family, "env_steps", 0))
+        if wandb.run_id is not None:
+            self.wandb_id = wandb.run_id
+            # Written now, not only in checkpoints: a run killed before its first checkpoint
+            # still resumes into the same wandb run.
+            _write_atomic(
+                self.run_dir / WANDB_RUN_FILE,
+                json.dumps({"id": wandb.run_id, "mode": wandb.mode, "dir": wandb.run_path})
+                + "\n",
+            )
+        return wandb
+
+    def _log_evaluation(
+        self, wandb: WandbLogger, evaluation: Evaluation, iteration: int
+    ) -> None:
+        """Per-task table and return/loss histograms of one evaluation."""
+        wandb.log_table(
+            "eval_tasks",
+            ["task", "pre_adaptation", "post_adaptation"],
+            [
+                [i, float(a), float(b)]
+                for i, (a, b) in enumerate(zip(evaluation.pre.tolist(), evaluation.post.tolist()))
+            ],
+            step=iteration,
+        )
+        wandb.log_histograms(
+            {
+                "eval_pre_adaptation_hist": evaluation.pre.tolist(),
+                "eval_post_adaptation_hist": evaluation.post.tolist(),
+            },
+            step=iteration,
+        )
+
+    def _perturbed_values(self) -> list[float] | None:
+        """The objective of every perturbed member of the last meta-step, when the learner
+        exposes them (ES-MAML's zero-order statistics)."""
+        stats = getattr(getattr(self.learner, "meta_loss", None), "last_stats", None)
+        values = getattr(stats, "values", None)
+        return None if values is None else values.detach().flatten().tolist()
+
+    def train(self) -> dict[str, Any]:
+        """Run from ``start_iteration`` to ``config.iterations``; returns the summary.
+
+        Checkpoints every ``checkpoint.every`` iterations and at the end; on SIGINT/SIGTERM the
+        current iteration finishes, a checkpoint is written and ``SystemExit(128 + signal)`` is
+        raised (130 for Ctrl-C, 143 for SIGTERM). A second signal stops at once.
+        """
+        config = self.config
+        writer = MetricsWriter(self.run_dir / METRICS_FILE, self.start_iteration)
+        previous = self._install_signal_handlers()
+        wandb: WandbLogger | None = None
+        completed = self.start_iteration
+        saved = self.start_iteration if self.checkpoint_path is not None else None
         last_eval: Evaluation | None = None
+        progress = Progress(config.iterations, self.start_iteration, config.progress, config.name)
+        env_steps_before = float(getattr(self.family, "env_steps", 0))
         try:
+            wandb = self._start_wandb()
             for iteration in range(self.start_iteration, config.iterations):
+                if self._stop_signal is not None:
+                    break
                 tasks = self.sampler.sample(
                     self.learner.tasks_per_iteration, "train", self.generator
                 )
@@ -176,45 +342,43 @@ class Trainer:
                 if env_steps:
                     row["env_steps"] = env_steps
                 last = iteration == config.iterations - 1
+                perturbed = self._perturbed_values()
+                if perturbed is not None:
+                    wandb.log_histograms({"perturbed_objective_hist": perturbed}, step=iteration)
                 if (iteration + 1) % config.evaluation.every == 0 or last:
                     last_eval = self.evaluate()
                     row.update(last_eval.summary("eval"))
                     row.update(self.evaluate(split="train").summary("train_eval"))
-                    wandb.log_table(
-                        "eval_tasks",
-                        ["task", "pre_adaptation", "post_adaptation"],
-                        [
-                            [i, float(a), float(b)]
-                            for i, (a, b) in enumerate(zip(last_eval.pre, last_eval.post))
-                        ],
-                        step=iteration,
-                    )
-                    wandb.log_histogram(
-                        "eval_post_adaptation_hist", last_eval.post.numpy(), step=iteration
-                    )
+                    self._log_evaluation(wandb, last_eval, iteration)
                 writer.write(row)
                 wandb.log(row, step=iteration)
                 progress.update(row)
-                stopping = self._stop_signal is not None
-                if (iteration + 1) % config.checkpoint.every == 0 or last or stopping:
-                    self.checkpoint(iteration + 1)
-                if stopping:
-                    break
+                completed = iteration + 1
+                if completed % config.checkpoint.every == 0 or last:
+                    self.checkpoint(completed)
+                    saved = completed
+            if self._stop_signal is not None and saved != completed:
+                self.checkpoint(completed)  # the exit checkpoint of Ctrl-C / SIGTERM
+        except BaseException:
+            # Training failed (or a second signal): no checkpoint of a half-done iteration; the
+            # last periodic one stands. Close the wandb run as failed.
+            if wandb is not None:
+                wandb.finish(exit_code=1)
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             progress.close()
             writer.close()
         if self._stop_signal is not None:
-            wandb.finish(exit_code=1)
+            wandb.mark_preempting()
+            wandb.finish(exit_code=128 + self._stop_signal)
             raise SystemExit(128 + self._stop_signal)
         summary = self._summary(last_eval)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         wandb.summary(summary)
-        if config.wandb.log_checkpoint:
-            wandb.log_artifact(
-                self.run_dir / "checkpoint.pt", f"{self.run_dir.name}-checkpoint".replace("/", "-")
-            )
+        if config.wandb.log_checkpoint and (self.run_dir / CHECKPOINT).exists():
+            wandb.log_artifact(self.run_dir / CHECKPOINT, f"{self.run_dir.name}-checkpoint")
         wandb.finish()
         return summary
 
@@ -226,10 +390,74 @@ class Trainer:
             "time_s": self.elapsed,
             **self.totals,
         }
+        if self.wandb_id is not None:
+            summary["wandb_id"] = self.wandb_id
         if evaluation is None:
             evaluation = self.evaluate()
         summary.update(evaluation.summary("eval"))
         return summary
+
+
+EVAL_FILE = "eval.json"
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    num_tasks: int | None = None,
+    steps: list[int] | None = None,
+    split: str = "test",
+    command: str | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of ``run_dir`` after each number of adaptation ``steps``
+    (default: the configured number) on ``num_tasks`` held-out tasks (default
+    ``evaluation.num_tasks``); writes ``out`` (default ``RUN_DIR/eval.json``) and returns it.
+
+    Every point of the curve uses the same tasks and the same adaptation noise, so the curve
+    differs only by the number of steps. The run's files are not otherwise touched.
+    """
+    directory = Path(run_dir)
+    if directory.is_dir() and not any(
+        (directory / name).exists() for name in (CHECKPOINT, "checkpoint.prev.pt")
+    ):
+        raise NoCheckpointError(
+            f"no checkpoint in {str(directory)!r}: nothing to evaluate (train it first, or wait "
+            "for its first checkpoint)"
+        )
+    for value in steps or []:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"adaptation steps must be ints >= 0, got {value!r}")
+    if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
+        raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+    trainer = Trainer.resume(directory)
+    config = trainer.config
+    default_steps = config.evaluation.num_steps
+    if default_steps is None:
+        default_steps = trainer.adaptation.num_steps
+    curve = []
+    used_tasks = 0
+    for count in steps or [default_steps]:
+        evaluation = trainer.evaluate(num_tasks, count, split=split)
+        used_tasks = int(evaluation.pre.shape[0])
+        summary = evaluation.summary("eval")
+        point: dict[str, Any] = {"steps": count}
+        point.update({key.removeprefix("eval_"): value for key, value in summary.items()})
+        point["per_task"] = {"pre": evaluation.pre.tolist(), "post": evaluation.post.tolist()}
+        curve.append(point)
+    result = {
+        "run_dir": str(directory),
+        "checkpoint": str(trainer.checkpoint_path),
+        "iteration": trainer.start_iteration,
+        "split": split,
+        "num_tasks": used_tasks,
+        "seed": config.seed + EVAL_SEED_OFFSET,
+        "command": command,
+        "curve": curve,
+    }
+    target = Path(out) if out is not None else directory / EVAL_FILE
+    _write_atomic(target, json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def train(
