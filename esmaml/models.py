@@ -108,7 +108,13 @@ class FunctionalMLP:
 
         Only valid without quantisation and with torch-module activations.
         """
-        modules: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+        if self.quantize > 0:
+            raise ValueError("to_module cannot express quantised weights (quantize > 0)")
+        modules: dict[str, type[nn.Module]] = {
+            "relu": nn.ReLU,
+            "tanh": nn.Tanh,
+            "identity": nn.Identity,
+        }
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             layers.append(nn.Linear(fan_in, fan_out))
@@ -116,6 +122,12 @@ class FunctionalMLP:
                 if self.activation_name not in modules:
                     raise ValueError(f"activation {self.activation_name!r} has no nn.Module twin")
                 layers.append(modules[self.activation_name]())
+        if self.output_activation_name != "identity":
+            if self.output_activation_name not in modules:
+                raise ValueError(
+                    f"output activation {self.output_activation_name!r} has no nn.Module twin"
+                )
+            layers.append(modules[self.output_activation_name]())
         module = nn.Sequential(*layers)
         if params is not None:
             torch.nn.utils.vector_to_parameters(params.detach().clone(), module.parameters())

@@ -105,7 +105,8 @@ def setup(seed: int = 0, **family_kwargs) -> tuple[QuadraticFamily, Tasks, Tenso
 
 
 def gd_meta_gradient(tasks: Tasks, theta: Tensor, alpha: float) -> Tensor:
-    """grad J for one gradient-descent adaptation step: mean_i (I - alpha A_i) B_i (theta'_i - d_i)."""
+    """grad J for one gradient-descent adaptation step:
+    mean_i (I - alpha A_i) B_i (theta'_i - d_i)."""
     a, b, c, d = tasks["A"], tasks["B"], tasks["c"], tasks["d"]
     adapted = theta - alpha * matvec(a, theta - c)
     eye = torch.eye(theta.shape[-1], dtype=F64)
@@ -338,7 +339,7 @@ def test_overflowing_estimate_is_never_written() -> None:
 
 def test_non_finite_parameters_after_the_step_are_rolled_back() -> None:
     family, tasks, theta = setup()
-    learner = es_maml(family, IdentityAdaptation(), theta, lr=1e308)
+    learner = es_maml(family, IdentityAdaptation(), theta, lr=math.inf)
     with pytest.raises(FloatingPointError, match="NaN/inf"):
         learner.step(tasks)
     assert torch.equal(learner.parameters_flat(), theta)
@@ -478,7 +479,11 @@ def test_first_order_against_the_analytic_corrected_gradient(correction: bool) -
 
 def test_first_order_rejects_other_adaptations() -> None:
     family, _, theta = setup()
-    for adaptation in (GradientDescentAdaptation(0.1), HillClimbingAdaptation(), IdentityAdaptation()):
+    for adaptation in (
+        GradientDescentAdaptation(0.1),
+        HillClimbingAdaptation(),
+        IdentityAdaptation(),
+    ):
         with pytest.raises(TypeError, match="ESGradientAdaptation"):
             FirstOrderESMAML(family, adaptation, init_params=theta)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_steps"):
@@ -526,7 +531,9 @@ def test_evaluate_adaptation_pre_post_and_queries() -> None:
     torch.testing.assert_close(
         identity.pre, family.loss(theta.expand(NUM_TASKS, DIM), tasks, ids, phase="query")
     )
-    gd = evaluate_adaptation(family, GradientDescentAdaptation(0.2), theta, tasks, seed=0, num_steps=2)
+    gd = evaluate_adaptation(
+        family, GradientDescentAdaptation(0.2), theta, tasks, seed=0, num_steps=2
+    )
     adapted = theta.expand(NUM_TASKS, DIM)
     for _ in range(2):
         adapted = adapted - 0.2 * matvec(tasks["A"], adapted - tasks["c"])

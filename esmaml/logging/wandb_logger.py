@@ -16,6 +16,7 @@ no-op: local logging (metrics.jsonl, checkpoints) goes on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import netrc
 import os
@@ -145,10 +146,8 @@ class WandbLogger:
         run, self.run = self.run, None
         if run is not None and what != "finish":
             # Close the half-working run so wandb's exit hook does not retry it; best effort.
-            try:
+            with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
-            except Exception:
-                pass
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
         """Scalars of one iteration at wandb step ``step`` (the esmaml iteration)."""

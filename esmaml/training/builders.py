@@ -18,7 +18,7 @@ from esmaml.tasks.base import TaskFamily
 FAMILIES: dict[str, str] = {
     "sine": "esmaml.tasks.sine:SineRegression",
     "nondiff_sine": "esmaml.tasks.sine:NonDifferentiableSine",
-    "fewshot": "esmaml.tasks.fewshot:make_fewshot_family",
+    "fewshot": "esmaml.training.builders:fewshot_family",
     "rl": "esmaml.rl.family:RLFamily",
 }
 OPERATORS: dict[str, str] = {
@@ -81,6 +81,22 @@ def build_learner(
     generator: torch.Generator,
 ) -> MetaLearner:
     factory = resolve(ALGORITHMS, "meta.algorithm", config.meta.algorithm)
+    if config.meta.algorithm == "l2l_maml":
+        # learn2learn's MAML owns its inner loop (meta.params alpha, adaptation_steps) and its
+        # optimizer; the optimizer section gives the outer optimizer and learning rate.
+        params = check_params(
+            "meta.params",
+            factory,
+            config.meta.params,
+            skip=("family", "meta_lr", "optimizer", "seed", "init_params"),
+        )
+        return factory(
+            family,
+            meta_lr=config.optimizer.lr,
+            optimizer=config.optimizer.name,
+            seed=config.seed,
+            **params,
+        )
     params = check_params(
         "meta.params",
         factory,
@@ -96,3 +112,32 @@ def _accepted(factory: Callable[..., Any]) -> set[str]:
     import inspect
 
     return set(inspect.signature(factory).parameters)
+
+
+def fewshot_family(
+    dataset: str = "synthetic",
+    ways: int = 5,
+    shots: int = 1,
+    query_shots: int | None = None,
+    *,
+    num_classes: int = 20,
+    per_class: int = 20,
+    dim: int = 16,
+    root: str = "~/data",
+    hidden: list[int] | tuple[int, ...] = (64,),
+    device: str = "cpu",
+) -> TaskFamily:
+    """Few-shot classification through learn2learn tasksets, by config: ``dataset`` is
+    ``synthetic`` (class-conditional Gaussians, no download) or ``omniglot`` (downloads into
+    ``root``: needs internet)."""
+    from esmaml.tasks.fewshot import make_fewshot_family, synthetic_metadataset
+
+    if dataset == "synthetic":
+        source: Any = synthetic_metadataset(num_classes=num_classes, per_class=per_class, dim=dim)
+    elif dataset == "omniglot":
+        source = "omniglot"
+    else:
+        raise ConfigError(f"task.params.dataset={dataset!r} is unknown; valid: synthetic, omniglot")
+    return make_fewshot_family(
+        source, ways, shots, query_shots, root=root, hidden=tuple(hidden), device=device
+    )
