@@ -244,7 +244,7 @@ def test_check_params_unknown_key_lists_near_matches() -> None:
 
 
 def test_check_params_skip_and_var_keyword() -> None:
-    with pytest.raises(ConfigError, match="unknown key 'family'.*Valid: alpha, beta, gamma"):
+    with pytest.raises(ConfigError, match=r"unknown key 'family'.*Valid: alpha, beta, gamma"):
         check_params("thing.params", target, {"family": 1}, skip=("family",))
 
     def anything(a: int, **kwargs: Any) -> None:

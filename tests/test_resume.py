@@ -1,8 +1,8 @@
 """Checkpoint and resume: a killed run, resumed, reproduces an uninterrupted one row for row.
 
-The subprocess tests run the real ``esmaml train`` command: one uninterrupted reference run,
-one killed with SIGKILL at a random row count and resumed, one stopped with SIGTERM (exit 143,
-checkpoint at exit) and resumed. The in-process tests cover SIGINT, corrupt checkpoints and a
+The subprocess tests run the real ``esmaml train`` command: one killed with SIGKILL at a random
+row count and resumed, one stopped with SIGTERM (exit 143, checkpoint at exit) and resumed; both
+are compared with an uninterrupted run of the same config and seed. The in-process tests cover SIGINT, corrupt checkpoints and a
 run killed before its first checkpoint.
 
 Rows are compared on every field except the wall-clock ones (``time_s``,
@@ -53,7 +53,6 @@ SMALL = [
 ]
 # In-process runs: a smaller model, so each test takes a fraction of a second of compute.
 TINY = [*SMALL, "task.params.hidden=[8]", "iterations=6", "checkpoint.every=2"]
-ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_ERROR_REPORTING": "false"}
 TIMEOUT = 300
 
 
@@ -70,10 +69,18 @@ def count_rows(path: Path) -> int:
 
 
 def esmaml_train(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    """``esmaml train ARGS`` in a subprocess with this process's intra-op thread count (float
+    reductions may split differently with another count)."""
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "WANDB_ERROR_REPORTING": "false",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "esmaml.cli", "train", *args],
         cwd=cwd,
-        env=ENV,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -102,34 +109,17 @@ def checkpoint_iteration(run_dir: Path) -> int | None:
     return int(state["iteration"])
 
 
-class Reference:
-    """The uninterrupted run, started in the background so it overlaps the killed run."""
-
-    def __init__(self, root: Path):
-        self.dir = root / "reference"
-        self.process = esmaml_train(str(CONFIG), *SMALL, "--run-dir", str(self.dir), cwd=root)
-        self._rows: list[dict[str, Any]] | None = None
-
-    def rows(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            code, stderr = finish(self.process)
-            assert code == 0, stderr
-            self._rows = read_metrics(self.dir / "metrics.jsonl")
-        return self._rows
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
-    ref = Reference(tmp_path_factory.mktemp("resume"))
-    yield ref
-    if ref.process.poll() is None:
-        ref.process.kill()
-        ref.process.wait()
+def reference(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The uninterrupted run, in this process (subprocesses use the same thread count)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    Trainer(load_config(CONFIG, SMALL), run_dir).train()
+    return read_metrics(run_dir / "metrics.jsonl")
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_row_then_resume_matches_uninterrupted(
-    reference: Reference, tmp_path: Path
+    reference: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("ESMAML_KILL_SEED", time.time_ns() % 2**32))
     kill_at = random.Random(seed).randint(1, 11)  # rows written before the kill
@@ -155,14 +145,14 @@ def test_sigkill_at_random_row_then_resume_matches_uninterrupted(
     # Nothing written before the checkpoint is lost or rewritten, nothing is duplicated.
     assert after[:resumed_from] == written[:resumed_from], context
     assert [row["iteration"] for row in rows] == list(range(12)), context
-    assert comparable(rows) == comparable(reference.rows()), context
+    assert comparable(rows) == comparable(reference), context
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iterations"] == 12
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_at_exit_with_status_143_then_resumes(
-    reference: Reference, tmp_path: Path
+    reference: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "terminated"
     metrics = run_dir / "metrics.jsonl"
@@ -180,7 +170,7 @@ def test_sigterm_checkpoints_at_exit_with_status_143_then_resumes(
 
     code, stderr = finish(esmaml_train("--resume", str(run_dir), cwd=tmp_path))
     assert code == 0, stderr
-    assert comparable(read_metrics(metrics)) == comparable(reference.rows())
+    assert comparable(read_metrics(metrics)) == comparable(reference)
 
 
 # -- in-process ------------------------------------------------------------------------------
