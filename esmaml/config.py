@@ -214,13 +214,28 @@ def check_params(
     where: str, target: Callable[..., Any], params: Mapping[str, Any], skip: Sequence[str] = ()
 ) -> dict[str, Any]:
     """``params`` must be keyword arguments that ``target`` accepts."""
-    signature = inspect.signature(target)
-    accepted = [
-        name
-        for name, p in signature.parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in ("self", *skip)
-    ]
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+    accepted: list[str] = []
+    # A constructor that forwards **kwargs to its base class accepts the base's keywords too.
+    targets = list(target.__mro__) if inspect.isclass(target) else [target]
+    for candidate in targets:
+        if candidate is object:
+            break
+        function = candidate.__init__ if inspect.isclass(candidate) else candidate
+        if inspect.isclass(candidate) and "__init__" not in vars(candidate):
+            continue
+        signature = inspect.signature(function)
+        accepted += [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and name not in ("self", *skip)
+            and name not in accepted
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+        if not inspect.isclass(target):
+            return dict(params)  # a plain function with **kwargs: accepted as is
+    else:
         return dict(params)
     for key in params:
         if key not in accepted:

@@ -12,6 +12,7 @@ import torch
 
 from esmaml.adaptation.base import AdaptationOperator
 from esmaml.config import ConfigError, ExperimentConfig, check_params
+from esmaml.evaluators import learner_arguments
 from esmaml.meta.base import MetaLearner
 from esmaml.tasks.base import TaskFamily
 
@@ -53,12 +54,13 @@ def build_family(config: ExperimentConfig) -> TaskFamily:
     params = check_params("task.params", factory, config.task.params)
     if "device" in _accepted(factory):
         params.setdefault("device", config.device)
-    return factory(**params)
+    return construct("task.params", factory, params)
 
 
 def build_adaptation(config: ExperimentConfig) -> AdaptationOperator:
     factory = resolve(OPERATORS, "adaptation.operator", config.adaptation.operator)
-    return factory(**check_params("adaptation.params", factory, config.adaptation.params))
+    params = check_params("adaptation.params", factory, config.adaptation.params)
+    return construct("adaptation.params", factory, params)
 
 
 def build_optimizer(
@@ -81,6 +83,8 @@ def build_learner(
     generator: torch.Generator,
 ) -> MetaLearner:
     factory = resolve(ALGORITHMS, "meta.algorithm", config.meta.algorithm)
+    # evaluator.backend=ray: a RayEvaluator (ES-MAML only; its workers start on first use).
+    evaluator = learner_arguments(config, family, config.meta.params)
     if config.meta.algorithm == "l2l_maml":
         # learn2learn's MAML owns its inner loop (meta.params alpha, adaptation_steps) and its
         # optimizer; the optimizer section gives the outer optimizer and learning rate.
@@ -101,11 +105,23 @@ def build_learner(
         "meta.params",
         factory,
         config.meta.params,
-        skip=("family", "adaptation", "optimizer", "generator", "init_params"),
+        skip=("family", "adaptation", "optimizer", "generator", "init_params", "evaluator"),
     )
     return factory(
-        family, adaptation, optimizer=build_optimizer(config), generator=generator, **params
+        family,
+        adaptation,
+        optimizer=build_optimizer(config),
+        generator=generator,
+        **{**params, **evaluator},
     )
+
+
+def construct(where: str, factory: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """``factory(**params)``; a bad value is a ConfigError naming the config section."""
+    try:
+        return factory(**params)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def _accepted(factory: Callable[..., Any]) -> set[str]:
