@@ -114,7 +114,10 @@ class ESGradientAdaptation(AdaptationOperator):
             candidates, tasks, task_ids.unsqueeze(-1), phase="adapt", generator=generator
         )
         if self.method == "forward":
-            pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=generator)
+            # A fresh stream with the queries' seed: the pivot sees the same start states
+            # (stochastic families draw them per task), so f(theta) cancels their noise.
+            pivot_generator = per_task_generator(seed + 1, params.device)
+            pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=pivot_generator)
         else:
             pivot = values.mean(-1)  # the estimate does not use it: spend no query on it
         gradient = es_gradient(

@@ -138,6 +138,12 @@ class RLFamily(TaskFamily):
                 f"params must have last dim {self.num_params}, got {tuple(params.shape)}"
             )
         check_task_ids(task_ids, tasks, batch)
+        if torch.broadcast_shapes(task_ids.shape, batch) != batch:
+            # e.g. [2, 4] ids for [4] params broadcast, but cannot be expanded to the batch
+            raise ValueError(
+                f"task_ids of shape {tuple(task_ids.shape)} does not broadcast to the parameter "
+                f"batch shape {tuple(batch)}"
+            )
         ids = task_ids.expand(batch).reshape(-1)
         flat = params.reshape(-1, self.num_params)
         result = self._rollout(flat, tasks, ids, generator)
@@ -150,6 +156,9 @@ class RLFamily(TaskFamily):
         self, params: Tensor, tasks: Tasks, ids: Tensor, generator: torch.Generator | None
     ) -> RolloutResult:
         if self.gym_id is None:
+            # The env runs in the parameters' dtype: float32 tasks with float64 params would
+            # give float64 actions for a float32 state.
+            tasks = {k: v.to(params.dtype) for k, v in tasks.items()}
             n_tasks = next(iter(tasks.values())).shape[0]
             per_task = {
                 k: v.unsqueeze(1).expand(n_tasks, self.episodes, *v.shape[1:])

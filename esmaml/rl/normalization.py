@@ -29,11 +29,13 @@ class RunningStats:
     def from_batch(cls, values: Tensor, mask: Tensor | None = None) -> RunningStats:
         """Statistics of ``values [..., dim]`` (rows where ``mask`` is True)."""
         flat = values.reshape(-1, values.shape[-1]).double()
-        weights = (
-            torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device)
-            if mask is None
-            else mask.reshape(-1).double()
-        )
+        if mask is None:
+            weights = torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device)
+        else:
+            keep = mask.reshape(-1).bool()
+            # Masked rows are ignored even when non-finite (0 * nan would poison the sums).
+            flat = torch.where(keep[:, None], flat, 0.0)
+            weights = keep.double()
         count = weights.sum()
         mean = (weights[:, None] * flat).sum(0) / count.clamp_min(1)
         m2 = (weights[:, None] * (flat - mean).square()).sum(0)
@@ -90,7 +92,22 @@ class ObservationNormalizer:
             self._cache = (mean, inv_std)
         mean, inv_std = self._cache
         clip = self.clip
-        return lambda obs: ((obs - mean) * inv_std).clamp(-clip, clip)
+        # Statistics broadcast over a batch along the tiny observation dim are slow per step;
+        # copies expanded to the batch's shape (made once per shape) keep each op contiguous.
+        expanded: dict[torch.Size, tuple[Tensor, Tensor]] = {}
+
+        def transform(obs: Tensor) -> Tensor:
+            shape = obs.shape
+            if shape not in expanded:
+                expanded.clear()
+                expanded[shape] = (
+                    mean.expand(shape).contiguous(),
+                    inv_std.expand(shape).contiguous(),
+                )
+            m, s = expanded[shape]
+            return torch.sub(obs, m).mul_(s).clamp_(-clip, clip)
+
+        return transform
 
     def observe(self, stats: RunningStats) -> None:
         """Accumulate statistics seen during the current iteration."""
