@@ -70,7 +70,8 @@ class CheckpointConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"  # online | offline | disabled | auto (online if logged in, else offline)
+    # auto: online when logged in (an API key is configured), else offline; WANDB_MODE wins.
+    mode: str = "auto"
     project: str = "esmaml"
     entity: str | None = None
     group: str | None = None

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 from torch import Tensor
+
+# Tests never reach a network: wandb is off unless a test opts in (tests/test_wandb.py runs a real
+# offline run), and Ray never reports usage. Set before any test imports wandb or ray.
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(autouse=True)

@@ -49,9 +49,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(
-    run_dir: str | Path, state: dict[str, Any], keep_previous: bool = True
-) -> Path:
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_previous: bool = True) -> Path:
     """Write ``state`` to ``run_dir/checkpoint.pt`` atomically; returns the path.
 
     The bytes go to a hidden temporary file that is fsynced and then renamed over

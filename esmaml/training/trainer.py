@@ -108,7 +108,6 @@ class Trainer:
                 f"run directory {str(self.run_dir)!r} already holds a run; continue it with "
                 f"`esmaml train --resume {self.run_dir}` or choose another --run-dir"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)  # for any third-party code that uses the global RNGs
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
@@ -122,6 +121,8 @@ class Trainer:
         )
         self.adaptation = build_adaptation(config)
         self.learner = build_learner(config, self.family, self.adaptation, self.generator)
+        # Only now that every component built: a bad config leaves no run directory behind.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_iteration = 0
         self.elapsed = 0.0
         self.totals = {"queries_total": 0.0, "env_steps_total": 0.0}
@@ -232,7 +233,7 @@ class Trainer:
                 if pool is not None
                 else self.family.sample_tasks(n, split="train", generator=generator)
             )
-        adaptation = getattr(self.learner, "evaluation_adaptation", None) or self.adaptation
+        adaptation = getattr(self.learner, "adaptation", None) or self.adaptation
         steps = num_steps if num_steps is not None else config.evaluation.num_steps
         return evaluate_adaptation(
             self.family,
@@ -267,14 +268,11 @@ class Trainer:
             # still resumes into the same wandb run.
             _write_atomic(
                 self.run_dir / WANDB_RUN_FILE,
-                json.dumps({"id": wandb.run_id, "mode": wandb.mode, "dir": wandb.run_path})
-                + "\n",
+                json.dumps({"id": wandb.run_id, "mode": wandb.mode, "dir": wandb.run_path}) + "\n",
             )
         return wandb
 
-    def _log_evaluation(
-        self, wandb: WandbLogger, evaluation: Evaluation, iteration: int
-    ) -> None:
+    def _log_evaluation(self, wandb: WandbLogger, evaluation: Evaluation, iteration: int) -> None:
         """Per-task table and return/loss histograms of one evaluation."""
         wandb.log_table(
             "eval_tasks",
@@ -350,6 +348,8 @@ class Trainer:
                     row.update(last_eval.summary("eval"))
                     row.update(self.evaluate(split="train").summary("train_eval"))
                     self._log_evaluation(wandb, last_eval, iteration)
+                    # Evaluation rollouts are not training env steps.
+                    env_steps_before = float(getattr(self.family, "env_steps", 0))
                 writer.write(row)
                 wandb.log(row, step=iteration)
                 progress.update(row)
@@ -370,6 +370,9 @@ class Trainer:
                 signal.signal(sig, handler)
             progress.close()
             writer.close()
+            close = getattr(self.learner, "close", None)
+            if close is not None:  # e.g. ES-MAML's Ray workers
+                close()
         if self._stop_signal is not None:
             wandb.mark_preempting()
             wandb.finish(exit_code=128 + self._stop_signal)
@@ -390,8 +393,6 @@ class Trainer:
             "time_s": self.elapsed,
             **self.totals,
         }
-        if self.wandb_id is not None:
-            summary["wandb_id"] = self.wandb_id
         if evaluation is None:
             evaluation = self.evaluate()
         summary.update(evaluation.summary("eval"))

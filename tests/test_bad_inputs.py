@@ -1,0 +1,604 @@
+"""The bad-input audit: every row of docs/bad_inputs.md, each asserting the exception type and a
+fragment of its message.
+
+Run ``python tests/test_bad_inputs.py > docs/bad_inputs.md`` to regenerate the table from what
+the code raises today (the test below checks every row id is listed there).
+
+Command-line rows run ``esmaml.cli.main`` in this process; a non-zero exit becomes
+:class:`CLIExit` whose message is ``exit <status>: <stderr>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import esmaml
+from esmaml.adaptation import (
+    ESGradientAdaptation,
+    GradientDescentAdaptation,
+    HillClimbingAdaptation,
+    sample_k_dpp,
+)
+from esmaml.cli import main
+from esmaml.config import ConfigError, load_config
+from esmaml.meta.es_maml import ESMAML
+from esmaml.meta.first_order import FirstOrderESMAML
+from esmaml.nn import ZeroOrderGradientModule, enable_zero_order_gradients
+from esmaml.tasks.base import validate_tasks
+from esmaml.tasks.sampler import TaskSampler
+from esmaml.tasks.sine import NonDifferentiableSine, SineRegression
+from esmaml.training.checkpoint import CheckpointError, read_checkpoint
+from esmaml.training.trainer import Trainer
+from esmaml.zero_order.evaluation import ObjectiveShapeError, ObjectiveTypeError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "sine.yaml"
+DOC = ROOT / "docs" / "bad_inputs.md"
+TINY = [
+    "meta.params.num_perturbations=4",
+    "adaptation.params.num_queries=2",
+    "task.params.hidden=[8]",
+    "iterations=2",
+    "checkpoint.every=1",
+    "evaluation.every=2",
+    "evaluation.num_tasks=2",
+    "task.test_pool=2",
+    "progress=false",
+    "wandb.mode=disabled",
+]
+
+
+class CLIExit(Exception):
+    """``esmaml`` exited with a non-zero status; the message holds it and stderr."""
+
+
+class Context:
+    """Scratch files for the rows: a directory, and a tiny trained run made on first use."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._count = 0
+
+    def path(self, name: str) -> Path:
+        self._count += 1
+        return self.root / f"{self._count}-{name}"
+
+    def file(self, name: str, text: str) -> Path:
+        path = self.path(name)
+        path.write_text(text)
+        return path
+
+    @cached_property
+    def run_dir(self) -> Path:
+        run_dir = self.root / "tiny-run"
+        Trainer(load_config(CONFIG, TINY), run_dir).train()
+        return run_dir
+
+    def empty_run_dir(self) -> Path:
+        """A run directory with its config but no checkpoint (killed at once)."""
+        path = self.path("run")
+        path.mkdir()
+        (path / "config.yaml").write_text((self.run_dir / "config.yaml").read_text())
+        return path
+
+
+def cli(*argv: str | Path) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main([str(a) for a in argv])
+        except SystemExit as exit_:  # argparse's own errors
+            status = exit_.code if isinstance(exit_.code, int) else 1
+    if status:
+        # argparse prints its usage line(s) first; the error line is what a user reads.
+        lines = [line for line in err.getvalue().splitlines() if "error:" in line]
+        raise CLIExit(f"exit {status}: {' '.join(lines) or err.getvalue().strip()}")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    area: str
+    input: str
+    error: type[BaseException]
+    match: str
+    call: Callable[[Context], Any]
+
+
+# -- helpers that the rows call ----------------------------------------------------------------
+
+
+def family() -> SineRegression:
+    return SineRegression(hidden=(4,))
+
+
+def tasks(n: int = 2) -> dict[str, torch.Tensor]:
+    return family().sample_tasks(n, generator=torch.Generator().manual_seed(0))
+
+
+def params(batch: int = 2) -> torch.Tensor:
+    return torch.zeros(batch, family().num_params)
+
+
+def decorated(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    return esmaml.zero_order(**{"num_samples": 2, **options})(fn)
+
+
+def backward(fn: Callable[..., Any], *args: Any, **options: Any) -> None:
+    decorated(fn, **options)(*args).backward()
+
+
+def theta() -> torch.Tensor:
+    return torch.zeros(3, requires_grad=True)
+
+
+def module_without_parameters() -> None:
+    class Empty(ZeroOrderGradientModule, num_samples=2):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum()
+
+    Empty()(torch.ones(2))
+
+
+def enable_twice() -> None:
+    class Net(ZeroOrderGradientModule, num_samples=2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2))
+
+        def forward(self) -> torch.Tensor:
+            return self.w.sum()
+
+    enable_zero_order_gradients(Net)
+
+
+def module_bad_option() -> None:
+    class Net(ZeroOrderGradientModule, method="central"):
+        def forward(self) -> torch.Tensor:
+            return torch.zeros(())
+
+
+def module_without_forward() -> None:
+    class Net(nn.Module):
+        pass
+
+    enable_zero_order_gradients(Net)
+
+
+def wrong_sample_shape() -> None:
+    backward(lambda p: (p**2).sum(), theta(), distribution=lambda shape: torch.zeros(3))
+
+
+def nan_objective() -> None:
+    backward(lambda p: (p / 0 * 0).sum(), theta())
+
+
+def corrupt_checkpoint_cli(ctx: Context) -> None:
+    run_dir = ctx.path("corrupt")
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text((ctx.run_dir / "config.yaml").read_text())
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    cli("train", "--resume", run_dir)
+
+
+def resume_with_other_model(ctx: Context) -> None:
+    run_dir = ctx.path("copy")
+    run_dir.mkdir()
+    for name in ("config.yaml", "checkpoint.pt"):
+        (run_dir / name).write_bytes((ctx.run_dir / name).read_bytes())
+    Trainer.resume(run_dir, ["task.params.hidden=[16]"])
+
+
+def foreign_checkpoint(ctx: Context) -> None:
+    path = ctx.path("foreign.pt")
+    torch.save({"model": torch.zeros(2)}, path)
+    read_checkpoint(path)
+
+
+def navigation(**kwargs: Any) -> Any:
+    from envs import Navigation2D
+
+    return Navigation2D(**kwargs)
+
+
+def batched_env(name: str) -> Any:
+    from envs import make_batched_env
+
+    return make_batched_env(name)
+
+
+def navigation_step_bad_action() -> None:
+    env = navigation()
+    task = env.sample_task_params(2, generator=torch.Generator().manual_seed(0))
+    state = env.reset(task)
+    env.step(state, task, torch.zeros(2, 5))
+
+
+# -- the rows ----------------------------------------------------------------------------------
+
+ZO = "esmaml.zero_order"
+# fmt: off
+CASES: list[Case] = [
+    # esmaml.zero_order: options, checked when the decorator is made
+    Case("zo-method", ZO, "method='backward'", ValueError, "is not an estimator",
+         lambda c: esmaml.zero_order(method="backward")),
+    Case("zo-sigma-zero", ZO, "sigma=0", ValueError, "sigma must be a positive finite number",
+         lambda c: esmaml.zero_order(sigma=0)),
+    Case("zo-sigma-inf", ZO, "sigma=inf", ValueError, "sigma must be a positive finite number",
+         lambda c: esmaml.zero_order(sigma=math.inf)),
+    Case("zo-sigma-str", ZO, "sigma='0.1'", TypeError, "sigma must be a positive finite number",
+         lambda c: esmaml.zero_order(sigma="0.1")),
+    Case("zo-num-samples", ZO, "num_samples=0", ValueError, "num_samples must be an int >= 1",
+         lambda c: esmaml.zero_order(num_samples=0)),
+    Case("zo-num-samples-float", ZO, "num_samples=2.5", ValueError,
+         "num_samples must be an int >= 1", lambda c: esmaml.zero_order(num_samples=2.5)),
+    Case("zo-argnums-type", ZO, "argnums='0'", TypeError,
+         "argnums must be an int or a tuple of ints", lambda c: esmaml.zero_order(argnums="0")),
+    Case("zo-argnums-empty", ZO, "argnums=()", ValueError, "argnums must name at least one",
+         lambda c: esmaml.zero_order(argnums=())),
+    Case("zo-argnums-twice", ZO, "argnums=(0, 0)", ValueError, "names the same argument twice",
+         lambda c: esmaml.zero_order(argnums=(0, 0))),
+    Case("zo-sampling", ZO, "sampling='sobol'", ValueError, "is not a noise kind",
+         lambda c: esmaml.zero_order(sampling="sobol")),
+    Case("zo-shaping", ZO, "shaping='rank'", ValueError, "is not a fitness shaping",
+         lambda c: esmaml.zero_order(shaping="rank")),
+    Case("zo-nan-policy", ZO, "nan_policy='ignore'", ValueError, "nan_policy='ignore' is not valid",
+         lambda c: esmaml.zero_order(nan_policy="ignore")),
+    Case("zo-value", ZO, "value='mean'", ValueError, "value='mean' is not valid",
+         lambda c: esmaml.zero_order(value="mean")),
+    Case("zo-batch", ZO, "batch='parallel'", ValueError, "is not a batch mode",
+         lambda c: esmaml.zero_order(batch="parallel")),
+    Case("zo-chunk-size", ZO, "chunk_size=0", ValueError, "chunk_size must be a positive int",
+         lambda c: esmaml.zero_order(chunk_size=0)),
+    Case("zo-generator-type", ZO, "generator=0", TypeError, "generator must be a torch.Generator",
+         lambda c: esmaml.zero_order(generator=0)),
+    Case("zo-seed-type", ZO, "seed='1'", TypeError, "seed must be an int or None",
+         lambda c: esmaml.zero_order(seed="1")),
+    Case("zo-seed-and-generator", ZO, "seed=1, generator=Generator()", ValueError,
+         "pass either seed or generator, not both",
+         lambda c: esmaml.zero_order(seed=1, generator=torch.Generator())),
+    Case("zo-distribution-type", ZO, "distribution=5", TypeError,
+         "distribution must be None", lambda c: esmaml.zero_order(distribution=5)),
+    Case("zo-orthogonal-custom", ZO, "distribution=Uniform(-1, 1), sampling='orthogonal'",
+         ValueError, "needs the built-in Gaussian",
+         lambda c: esmaml.zero_order(
+             torch.distributions.Uniform(-1.0, 1.0), sampling="orthogonal")),
+    Case("zo-decorate-non-callable", ZO, "zero_order()(5)", TypeError,
+         "zero_order decorates a callable", lambda c: esmaml.zero_order()(5)),
+    # esmaml.zero_order: what the decorated function receives and returns
+    Case("zo-argnums-out-of-range", ZO, "argnums=1, f called with 1 argument", ValueError,
+         "argnums=1 is out of range", lambda c: decorated(lambda p: p.sum(), argnums=1)(theta())),
+    Case("zo-arg-not-tensor", ZO, "f(3.0) with argnums=0", TypeError, "holds no tensor",
+         lambda c: decorated(lambda p: torch.tensor(p))(3.0)),
+    Case("zo-leaf-not-tensor", ZO, "f({'w': tensor, 'b': 1.0})", TypeError,
+         "holds a float leaf",
+         lambda c: decorated(lambda p: p["w"].sum())({"w": theta(), "b": 1.0})),
+    Case("zo-output-vector", ZO, "f returns shape (3,)", ObjectiveShapeError,
+         "must return a scalar (0-dim) tensor, got shape (3,)",
+         lambda c: backward(lambda p: p * 2, theta())),
+    Case("zo-output-float", ZO, "f returns a Python float", ObjectiveTypeError,
+         "must return a scalar (0-dim) tensor, got float",
+         lambda c: decorated(lambda p: 1.0)(theta())),
+    Case("zo-sample-shape", ZO, "distribution returns the wrong shape", ValueError,
+         "it must return exactly sample_shape", lambda c: wrong_sample_shape()),
+    Case("zo-nan-values", ZO, "f is NaN at every perturbation", FloatingPointError,
+         "are NaN or inf", lambda c: nan_objective()),
+    # ZeroOrderGradientModule
+    Case("zom-no-parameters", "ZeroOrderGradientModule", "a module without parameters",
+         RuntimeError, "has no trainable parameters", lambda c: module_without_parameters()),
+    Case("zom-enable-twice", "ZeroOrderGradientModule", "enable_zero_order_gradients twice",
+         TypeError, "already enabled", lambda c: enable_twice()),
+    Case("zom-bad-option", "ZeroOrderGradientModule", "class Net(..., method='central')",
+         ValueError, "is not an estimator", lambda c: module_bad_option()),
+    Case("zom-no-forward", "ZeroOrderGradientModule", "a class without forward", TypeError,
+         "must define forward", lambda c: module_without_forward()),
+    # adaptation operators
+    Case("es-num-queries", "adaptation", "ESGradientAdaptation(num_queries=0)", ValueError,
+         "num_queries must be a positive int", lambda c: ESGradientAdaptation(num_queries=0)),
+    Case("es-sigma", "adaptation", "ESGradientAdaptation(sigma=-1)", ValueError,
+         "sigma must be a positive finite number", lambda c: ESGradientAdaptation(sigma=-1)),
+    Case("es-step-size", "adaptation", "ESGradientAdaptation(step_size='big')", TypeError,
+         "step_size must be a positive number", lambda c: ESGradientAdaptation(step_size="big")),
+    Case("es-sampling", "adaptation", "ESGradientAdaptation(sampling='sobol')", ValueError,
+         "sampling='sobol' is unknown", lambda c: ESGradientAdaptation(sampling="sobol")),
+    Case("es-method", "adaptation", "ESGradientAdaptation(method='central')", ValueError,
+         "is not an estimator", lambda c: ESGradientAdaptation(method="central")),
+    Case("es-num-steps", "adaptation", "ESGradientAdaptation(num_steps=-1)", ValueError,
+         "num_steps must be an int >= 0", lambda c: ESGradientAdaptation(num_steps=-1)),
+    Case("hc-mode", "adaptation", "HillClimbingAdaptation(mode='greedy')", ValueError,
+         "mode='greedy' is unknown", lambda c: HillClimbingAdaptation(mode="greedy")),
+    Case("hc-evaluations", "adaptation", "HillClimbingAdaptation(evaluations=0)", ValueError,
+         "evaluations must be a positive int", lambda c: HillClimbingAdaptation(evaluations=0)),
+    Case("gd-lr", "adaptation", "GradientDescentAdaptation(lr=0)", ValueError,
+         "lr must be a positive finite number", lambda c: GradientDescentAdaptation(lr=0)),
+    Case("gd-non-differentiable", "adaptation",
+         "GradientDescentAdaptation on NonDifferentiableSine", ValueError,
+         "needs a differentiable family",
+         lambda c: GradientDescentAdaptation().adapt(
+             NonDifferentiableSine(hidden=(4,)),
+             torch.zeros(2, NonDifferentiableSine(hidden=(4,)).num_params),
+             tasks(), torch.arange(2), seed=0)),
+    Case("adapt-negative-steps", "adaptation", "operator.adapt(..., num_steps=-1)", ValueError,
+         "num_steps must be >= 0",
+         lambda c: ESGradientAdaptation().adapt(
+             family(), params(), tasks(), torch.arange(2), seed=0, num_steps=-1)),
+    Case("dpp-k", "adaptation", "sample_k_dpp(3x3 kernel, k=5)", ValueError,
+         "k must be in [1, 3]", lambda c: sample_k_dpp(torch.eye(3), 5)),
+    # meta-learners
+    Case("esmaml-num-perturbations", "meta-learner", "ESMAML(num_perturbations=0)", ValueError,
+         "num_perturbations must be a positive int",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), num_perturbations=0)),
+    Case("esmaml-sigma", "meta-learner", "ESMAML(sigma=0)", ValueError,
+         "sigma must be a positive finite number",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), sigma=0)),
+    Case("esmaml-method", "meta-learner", "ESMAML(method='central')", ValueError,
+         "is not an estimator",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), method="central")),
+    Case("esmaml-tasks", "meta-learner", "ESMAML(tasks_per_iteration=-2)", ValueError,
+         "tasks_per_iteration must be a positive int",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), tasks_per_iteration=-2)),
+    Case("first-order-operator", "meta-learner", "FirstOrderESMAML with hill climbing",
+         TypeError, "needs adaptation=ESGradientAdaptation",
+         lambda c: FirstOrderESMAML(family(), HillClimbingAdaptation())),
+    Case("first-order-hessian-steps", "meta-learner",
+         "FirstOrderESMAML(hessian_correction=True), 2 adaptation steps", ValueError,
+         "hessian_correction supports a single adaptation step",
+         lambda c: FirstOrderESMAML(
+             family(), ESGradientAdaptation(num_steps=2), hessian_correction=True)),
+    # task samplers
+    Case("sampler-pool", "task sampler", "TaskSampler(train_pool=0)", ValueError,
+         "train_pool must be -1 (fresh tasks) or a positive int",
+         lambda c: TaskSampler(family(), train_pool=0)),
+    Case("sampler-count", "task sampler", "sampler.sample(0)", ValueError,
+         "number of tasks must be a positive int", lambda c: TaskSampler(family()).sample(0)),
+    Case("sampler-split", "task sampler", "sampler.sample(2, 'val')", ValueError,
+         "split='val' is unknown", lambda c: TaskSampler(family()).sample(2, "val")),
+    Case("tasks-not-dict", "task sampler", "validate_tasks([1, 2])", TypeError,
+         "must return a non-empty dict of tensors", lambda c: validate_tasks([1, 2])),
+    Case("tasks-disagree", "task sampler", "task fields with 2 and 3 tasks", ValueError,
+         "disagree on the number of tasks",
+         lambda c: validate_tasks({"a": torch.zeros(2), "b": torch.zeros(3)})),
+    Case("tasks-empty-dim", "task sampler", "a task field of shape (2, 0)", ValueError,
+         "has an empty dimension", lambda c: validate_tasks({"x": torch.zeros(2, 0)})),
+    # families
+    Case("sine-shots", "family", "SineRegression(shots=0)", ValueError,
+         "shots must be a positive int", lambda c: SineRegression(shots=0)),
+    Case("sine-range", "family", "SineRegression(amplitude_range=(5, 0.1))", ValueError,
+         "amplitude_range must be (low, high) with low <= high",
+         lambda c: SineRegression(amplitude_range=(5.0, 0.1))),
+    Case("sine-activation", "family", "SineRegression(activation='swish2')", ValueError,
+         "activation='swish2' is unknown", lambda c: SineRegression(activation="swish2")),
+    Case("sine-quantize", "family", "NonDifferentiableSine(quantize=0)", ValueError,
+         "needs quantize > 0", lambda c: NonDifferentiableSine(quantize=0)),
+    Case("sine-params-dim", "family", "loss(params with the wrong last dim)", ValueError,
+         "params must have last dim num_params",
+         lambda c: family().loss(torch.zeros(2, 3), tasks(), torch.arange(2))),
+    Case("sine-params-int", "family", "loss(integer params)", TypeError,
+         "params must be a floating tensor",
+         lambda c: family().loss(params().long(), tasks(), torch.arange(2))),
+    Case("sine-task-ids-range", "family", "loss(task_ids=[0, 5]) with 2 tasks", IndexError,
+         "task_ids must lie in [0, 2)",
+         lambda c: family().loss(params(), tasks(), torch.tensor([0, 5]))),
+    Case("sine-task-ids-float", "family", "loss(task_ids=float tensor)", TypeError,
+         "task_ids must be an int64 tensor",
+         lambda c: family().loss(params(), tasks(), torch.zeros(2))),
+    Case("sine-task-ids-shape", "family", "loss(params [2, D], task_ids [3])", ValueError,
+         "does not broadcast",
+         lambda c: family().loss(params(), tasks(), torch.zeros(3, dtype=torch.long))),
+    Case("sine-phase", "family", "loss(phase='train')", ValueError, "phase='train' is unknown",
+         lambda c: family().loss(params(), tasks(), torch.arange(2), phase="train")),
+    Case("sine-missing-field", "family", "loss(tasks without x_query)", KeyError,
+         "tasks lack the field 'x_query'",
+         lambda c: family().loss(
+             params(), {k: v for k, v in tasks().items() if k != "x_query"}, torch.arange(2))),
+    Case("sine-split", "family", "sample_tasks(2, split='val')", ValueError,
+         "split='val' is unknown", lambda c: family().sample_tasks(2, split="val")),
+    # environments (envs/)
+    Case("env-goal-range", "envs", "Navigation2D(goal_range=5)", ValueError,
+         "goal_range must be in (0, 1.0]", lambda c: navigation(goal_range=5)),
+    Case("env-horizon", "envs", "Navigation2D(max_episode_steps=0)", ValueError,
+         "max_episode_steps must be >= 1", lambda c: navigation(max_episode_steps=0)),
+    Case("env-task-count", "envs", "sample_task_params(-1)", ValueError,
+         "n must be a non-negative int", lambda c: navigation().sample_task_params(-1)),
+    Case("env-name", "envs", "make_batched_env('Nope')", ValueError,
+         "unknown batched env 'Nope'", lambda c: batched_env("Nope")),
+    Case("env-action-shape", "envs", "step with a [2, 5] action (action_dim 2)", ValueError,
+         "action", lambda c: navigation_step_bad_action()),
+    # configs (esmaml.config.load_config and the builders)
+    Case("cfg-unknown-key", "config", "override iteration=5", ConfigError,
+         "unknown key 'iteration'; did you mean 'iterations'",
+         lambda c: load_config(CONFIG, ["iteration=5"])),
+    Case("cfg-no-equals", "config", "override iterations", ConfigError,
+         "must look like key=value", lambda c: load_config(CONFIG, ["iterations"])),
+    Case("cfg-wrong-type", "config", "override iterations=ten", ConfigError,
+         "'iterations' has the wrong type", lambda c: load_config(CONFIG, ["iterations=ten"])),
+    Case("cfg-iterations", "config", "override iterations=0", ConfigError,
+         "iterations=0 is invalid; it must be an int >= 1",
+         lambda c: load_config(CONFIG, ["iterations=0"])),
+    Case("cfg-checkpoint-every", "config", "override checkpoint.every=0", ConfigError,
+         "checkpoint.every=0 is invalid", lambda c: load_config(CONFIG, ["checkpoint.every=0"])),
+    Case("cfg-wandb-mode", "config", "override wandb.mode=cloud", ConfigError,
+         "wandb.mode='cloud' is invalid; it must be one of online, offline, disabled, auto",
+         lambda c: load_config(CONFIG, ["wandb.mode=cloud"])),
+    Case("cfg-missing-file", "config", "load_config('nope.yaml')", ConfigError,
+         "does not exist", lambda c: load_config(c.path("nope.yaml"))),
+    Case("cfg-not-mapping", "config", "a YAML file holding a list", ConfigError,
+         "must hold a mapping", lambda c: load_config(c.file("list.yaml", "- 1\n- 2\n"))),
+    Case("cfg-invalid-yaml", "config", "a YAML file with 'iterations: [1'", ConfigError,
+         "is not valid YAML", lambda c: load_config(c.file("bad.yaml", "iterations: [1\n"))),
+    Case("cfg-yaml-unknown-key", "config", "a YAML file with 'iteratons: 5'", ConfigError,
+         "unknown key 'iteratons'",
+         lambda c: load_config(c.file("typo.yaml", "iteratons: 5\n"))),
+    Case("cfg-unknown-family", "config", "task.family=sin", ConfigError,
+         "task.family='sin' is unknown; did you mean 'sine'",
+         lambda c: Trainer(load_config(CONFIG, [*TINY, "task.family=sin"]), c.path("run"))),
+    Case("cfg-unknown-param", "config", "meta.params.num_perturbation=8", ConfigError,
+         "meta.params: unknown key 'num_perturbation'; did you mean 'num_perturbations'",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "meta.params.num_perturbation=8"]), c.path("run"))),
+    Case("cfg-unknown-operator", "config", "adaptation.operator=hill_climb", ConfigError,
+         "adaptation.operator='hill_climb' is unknown",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "adaptation.operator=hill_climb"]), c.path("run"))),
+    Case("cfg-unknown-optimizer", "config", "optimizer.name=adagrad", ConfigError,
+         "optimizer.name='adagrad' is unknown",
+         lambda c: Trainer(load_config(CONFIG, [*TINY, "optimizer.name=adagrad"]), c.path("r"))),
+    Case("cfg-bad-param-value", "config", "adaptation.params.num_queries=0", ConfigError,
+         "num_queries must be a positive int",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "adaptation.params.num_queries=0"]), c.path("run"))),
+    # checkpoints
+    Case("ckpt-foreign", "checkpoint", "a torch file that is not an esmaml checkpoint",
+         CheckpointError, "is not an esmaml checkpoint (missing iteration",
+         foreign_checkpoint),
+    Case("ckpt-other-model", "checkpoint", "resume with task.params.hidden=[16] (another model)",
+         CheckpointError, "does not fit this run's config", resume_with_other_model),
+    Case("ckpt-existing-run-dir", "checkpoint", "a fresh run into a directory holding a run",
+         ConfigError, "already holds a run",
+         lambda c: Trainer(load_config(CONFIG, TINY), c.run_dir)),
+    # the command line
+    Case("cli-no-command", "CLI", "esmaml", CLIExit,
+         "exit 2: esmaml: error: the following arguments are required: command",
+         lambda c: cli()),
+    Case("cli-unknown-command", "CLI", "esmaml fit", CLIExit, "invalid choice: 'fit'",
+         lambda c: cli("fit")),
+    Case("cli-train-no-config", "CLI", "esmaml train", CLIExit,
+         "exit 2: esmaml train: error: give a CONFIG file", lambda c: cli("train")),
+    Case("cli-train-override-first", "CLI", "esmaml train iterations=5", CLIExit,
+         "the first argument must be a CONFIG file", lambda c: cli("train", "iterations=5")),
+    Case("cli-train-unknown-key", "CLI", "esmaml train configs/sine.yaml iteration=3", CLIExit,
+         "unknown key 'iteration'; did you mean 'iterations'",
+         lambda c: cli("train", CONFIG, "iteration=3")),
+    Case("cli-train-missing-config", "CLI", "esmaml train missing.yaml", CLIExit,
+         "config file", lambda c: cli("train", c.path("missing.yaml"))),
+    Case("cli-resume-missing-dir", "CLI", "esmaml train --resume /no/such/dir", CLIExit,
+         "run directory '/no/such/dir' does not exist",
+         lambda c: cli("train", "--resume", "/no/such/dir")),
+    Case("cli-resume-not-a-run", "CLI", "esmaml train --resume EMPTY_DIR", CLIExit,
+         "is not an esmaml run directory (no config.yaml)",
+         lambda c: cli("train", "--resume", c.root)),
+    Case("cli-resume-and-config", "CLI", "esmaml train configs/sine.yaml --resume RUN", CLIExit,
+         "give either a CONFIG file or --resume RUN_DIR, not both",
+         lambda c: cli("train", CONFIG, "--resume", c.run_dir)),
+    Case("cli-resume-and-run-dir", "CLI", "esmaml train --resume RUN --run-dir D", CLIExit,
+         "--run-dir cannot be combined with --resume",
+         lambda c: cli("train", "--resume", c.run_dir, "--run-dir", c.path("d"))),
+    Case("cli-resume-corrupt", "CLI", "esmaml train --resume RUN (checkpoint.pt garbage)",
+         CLIExit, "checkpoint.pt' is corrupt or truncated", corrupt_checkpoint_cli),
+    Case("cli-evaluate-no-checkpoint", "CLI", "esmaml evaluate RUN (no checkpoint yet)", CLIExit,
+         "no checkpoint in", lambda c: cli("evaluate", c.empty_run_dir())),
+    Case("cli-evaluate-missing-dir", "CLI", "esmaml evaluate /no/such/dir", CLIExit,
+         "does not exist", lambda c: cli("evaluate", "/no/such/dir")),
+    Case("cli-evaluate-negative-steps", "CLI", "esmaml evaluate RUN --steps 0 -1", CLIExit,
+         "argument --steps: must be >= 0, got -1",
+         lambda c: cli("evaluate", c.run_dir, "--steps", "0", "-1")),
+    Case("cli-evaluate-steps-type", "CLI", "esmaml evaluate RUN --steps two", CLIExit,
+         "argument --steps: 'two' is not an int",
+         lambda c: cli("evaluate", c.run_dir, "--steps", "two")),
+    Case("cli-evaluate-num-tasks", "CLI", "esmaml evaluate RUN --num-tasks 0", CLIExit,
+         "argument --num-tasks: must be >= 1, got 0",
+         lambda c: cli("evaluate", c.run_dir, "--num-tasks", "0")),
+    Case("cli-evaluate-split", "CLI", "esmaml evaluate RUN --split val", CLIExit,
+         "argument --split: invalid choice: 'val'",
+         lambda c: cli("evaluate", c.run_dir, "--split", "val")),
+    Case("cli-plot-no-runs", "CLI", "esmaml plot", CLIExit,
+         "the following arguments are required: RUN_DIR", lambda c: cli("plot")),
+    Case("cli-plot-missing-dir", "CLI", "esmaml plot /no/such/dir", CLIExit,
+         "run directory '/no/such/dir' does not exist", lambda c: cli("plot", "/no/such/dir")),
+    Case("cli-plot-not-a-run", "CLI", "esmaml plot EMPTY_DIR", CLIExit,
+         "has no metrics.jsonl", lambda c: cli("plot", c.root)),
+]
+# fmt: on
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    return Context(tmp_path_factory.mktemp("bad_inputs"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, context: Context) -> None:
+    with pytest.raises(case.error, match=re.escape(case.match)) as raised:
+        case.call(context)
+    assert type(raised.value) is case.error  # the documented type, not only a subclass
+
+
+def test_rows_are_unique_and_enough() -> None:
+    ids = [case.id for case in CASES]
+    assert len(ids) == len(set(ids)) and len(ids) >= 30
+
+
+def test_doc_lists_every_row() -> None:
+    text = DOC.read_text()
+    missing = [case.id for case in CASES if f"`{case.id}`" not in text]
+    assert not missing, f"rerun `python tests/test_bad_inputs.py > {DOC}`; missing: {missing}"
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def _excerpt(error: BaseException, limit: int = 150) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def _table(context: Context) -> Iterator[str]:
+    """The markdown rows; scratch and repository paths are shortened so the table is stable."""
+    yield "| id | area | bad input | error | message (excerpt) |"
+    yield "|---|---|---|---|---|"
+    for case in CASES:
+        try:
+            case.call(context)
+            error_name, message = "**no error**", ""
+        except BaseException as error:  # the table records whatever is raised
+            error_name, message = type(error).__name__, _excerpt(error)
+            message = message.replace(str(context.root), "<tmp>").replace(f"{ROOT}/", "")
+        if case.error is CLIExit:
+            error_name = "exit status 2"
+        what = case.input.replace("|", "\\|")
+        yield f"| `{case.id}` | {case.area} | `{what}` | {error_name} | {message} |"
+
+
+HEADER = """# Bad inputs and the errors they get
+
+Every row is a test: `tests/test_bad_inputs.py` runs the input and asserts the exception type and
+a fragment of the message (the excerpt below is what the code raises today). Regenerate this
+file with `python tests/test_bad_inputs.py > docs/bad_inputs.md`.
+
+Areas: `esmaml.zero_order` (the decorator's options, then what the decorated function receives
+and returns), `ZeroOrderGradientModule`, adaptation operators, meta-learners, task samplers and
+task dicts, task families, `envs/`, configs (`load_config` and the component builders),
+checkpoints, and the `esmaml` command line. Command-line rows print
+`esmaml <command>: error: ...` (or argparse's usage line) to stderr and exit with status 2; the
+message column shows `exit 2: <stderr>`.
+
+Conventions the rows show: a wrong *type* raises `TypeError`, a wrong *value* `ValueError`
+(`ConfigError`, a `ValueError`, for configs), an out-of-range index `IndexError`, a missing task
+field `KeyError`, non-finite numbers `FloatingPointError`, an unreadable checkpoint
+`CheckpointError` naming the file; messages name the argument, echo the bad value and say what
+would be valid.
+
+"""
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = list(_table(Context(Path(scratch))))
+    sys.stdout.write(HEADER + "\n".join(rows) + f"\n\n{len(CASES)} rows.\n")
