@@ -59,7 +59,7 @@ def enable_zero_order_gradients(
             )
         params = dict(self.named_parameters())
         return _module_objective(self, method, num_samples, sigma, options)(
-            {name: params[name] for name in names}, *args, **kwargs
+            {name: params[name] for name in names}, self, *args, **kwargs
         )
 
     setattr(wrapped, _ENABLED, True)
@@ -72,7 +72,9 @@ def enable_zero_order_gradients(
 def _module_objective(
     module: nn.Module, method: str, num_samples: int, sigma: float, options: dict[str, Any]
 ) -> ZeroOrderFunction:
-    """The module's zero-order function, built once per instance and options."""
+    """The module's zero-order function, built once per instance and options. It takes the
+    module as its second argument instead of closing over it, so a deep copy of the module
+    (whose cache is copied along) evaluates the copy, not the original."""
     cache: dict[str, ZeroOrderFunction] = module.__dict__.setdefault("_zero_order_cache", {})
     key = repr((type(module).__qualname__, method, num_samples, sigma, sorted(options.items())))
     if key not in cache:
@@ -80,7 +82,9 @@ def _module_objective(
         # The built-in seeded Gaussian unless the class brings its own sampler.
         sample = None if own_sample in (None, ZeroOrderGradientModule.sample) else module.sample
 
-        def objective(params: dict[str, Tensor], *args: Any, **kwargs: Any) -> Tensor:
+        def objective(
+            params: dict[str, Tensor], module: nn.Module, /, *args: Any, **kwargs: Any
+        ) -> Tensor:
             module.__dict__["_zero_order_inside"] = True
             try:
                 return torch.func.functional_call(module, params, args, kwargs)

@@ -38,6 +38,7 @@ from esmaml.zero_order import (
     shape_fitness,
     zero_order,
 )
+from esmaml.zero_order.evaluation import auto_chunk_size
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -235,6 +236,8 @@ def test_orthogonal_batch_dims_are_independent_frames() -> None:
     off = gram - torch.diag_embed(torch.diagonal(gram, dim1=-2, dim2=-1))
     assert off.abs().max() < 1e-10 * gram.abs().max()
     assert not torch.allclose(noise[0, 0], noise[1, 1])
+    for empty in ((5, 0), (2, 0, 3), (0, 4)):  # no parameters or no samples: no QR, no hang
+        assert orthogonal_noise(empty, generator=make_generator(0)).shape == empty
 
 
 @pytest.mark.parametrize("kind", NOISE_KINDS)
@@ -354,6 +357,21 @@ def test_shaped_estimate_points_along_linear_gradient(method: str, shaping: str)
     assert cosine(grad, c) > 0.9
 
 
+def test_integer_valued_objective_gets_a_gradient() -> None:
+    """A count of thresholds passed: E[1(θ_j + z_j > c_j)] = Φ(θ_j - c_j), gradient φ(θ_j - c_j)."""
+    c = torch.tensor([0.5, 0.0, -0.5])
+    theta = torch.zeros(3, requires_grad=True)
+    fz = zero_order(method="antithetic", num_samples=400, sigma=1.0, seed=0)(
+        lambda t: (t > c).sum()
+    )
+    loss = fz(theta)
+    assert loss.dtype == torch.float32 and float(loss.detach()) == 1.0
+    est = estimates(fz, theta, repeats=50)
+    density = torch.exp(-0.5 * c.square()) / math.sqrt(2 * math.pi)
+    z_scores = (est.mean(0) - density) / (est.std(0) / math.sqrt(len(est)))
+    assert z_scores.abs().max() < 5, z_scores
+
+
 # --------------------------------------------------------------------------------------------
 # pytrees, argnums, pass-through, autograd plumbing
 
@@ -456,6 +474,16 @@ def test_upstream_gradient_scales_the_estimate(quadratic, method: str) -> None:
     torch.testing.assert_close(downstream, 2 * value * grad)
 
 
+def test_non_leaf_argument_chains_to_its_leaves(quadratic) -> None:
+    """The differentiated tensor may itself be computed (an adapted θ' = g(θ)): chain rule."""
+    a, b, theta = quadratic(dim=4)
+    make = zero_order(method="antithetic", num_samples=10, sigma=0.1, seed=6)
+    inner = (2 * theta).detach().requires_grad_()
+    (direct,) = zo_grad(make(quad(a, b)), inner, wrt=[inner])
+    (chained,) = zo_grad(make(quad(a, b)), 2 * theta, wrt=[theta])
+    torch.testing.assert_close(chained, 2 * direct)
+
+
 def test_autograd_grad_and_backward_agree_and_grad_fn_name(quadratic) -> None:
     a, b, theta = quadratic(dim=4)
     make = zero_order(method="antithetic", num_samples=10, sigma=0.1, seed=6)
@@ -488,7 +516,7 @@ def test_value_center_and_population_mean(quadratic) -> None:
     assert stats is not None and stats.num_evaluations == 24  # evaluated eagerly, in the call
     assert type(loss.grad_fn).__name__ == "ZeroOrderBackward"
     torch.testing.assert_close(loss, stats.values.mean())
-    assert abs(float(loss) - float(f(theta.detach()))) > 1e-6
+    assert abs(float(loss.detach()) - float(f(theta.detach()))) > 1e-6
     (mean_grad,) = torch.autograd.grad(loss, theta)
     torch.testing.assert_close(mean_grad, grad)  # same seed: same directions and estimate
     with torch.no_grad():
@@ -631,6 +659,30 @@ def test_chunk_size_gives_identical_results(quadratic, chunk_size: int) -> None:
     plain = zo_grad(make[None](quad(a, b)), theta, wrt=[theta])[0]
     chunked = zo_grad(make[chunk_size](quad(a, b)), theta, wrt=[theta])[0]
     torch.testing.assert_close(chunked, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_large_cpu_populations_are_vmapped_in_chunks() -> None:
+    small = [torch.zeros(200, 33)]
+    assert auto_chunk_size(small) is None
+    large = [torch.zeros(256, 10_000), torch.zeros(256, 10_000)]  # 20 MB of parameters
+    assert auto_chunk_size(large) == 86  # ceil(256 / 3) members of at most about 8 MB
+    assert auto_chunk_size([torch.zeros(100, 100_000)]) == 64  # never below 64 members
+    calls: list[int] = []
+
+    def f(t: Tensor) -> Tensor:
+        calls.append(1)
+        return (t.square() * torch.arange(t.shape[-1])).sum() * 1e-6
+
+    theta = torch.randn(20_000, dtype=F64, requires_grad=True)
+    make = {
+        size: zero_order(method="antithetic", num_samples=64, sigma=0.1, seed=1, chunk_size=size)
+        for size in (None, 128)
+    }
+    fz = make[None](f)
+    (auto,) = zo_grad(fz, theta, wrt=[theta])
+    assert len(calls) == 1 + 128 // 64  # f(theta), then two vmapped chunks (trace calls)
+    (single,) = zo_grad(make[128](f), theta, wrt=[theta])
+    torch.testing.assert_close(auto, single, rtol=1e-12, atol=1e-12)
 
 
 def test_population_mode_checks_the_output_shape() -> None:
@@ -1055,7 +1107,7 @@ def test_tutorial_functional_api_with_torchopt_adam() -> None:
         loss = F.mse_loss(y_pred, y)
         return loss
 
-    start = float(_mse(params, fmodel, x, y))
+    start = float(_mse(params, fmodel, x, y).detach())
     optimizer = torchopt.adam(lr=0.01)
     opt_state = optimizer.init(params)
     losses = []
@@ -1065,21 +1117,21 @@ def test_tutorial_functional_api_with_torchopt_adam() -> None:
         grads = torch.autograd.grad(loss, params)
         updates, opt_state = optimizer.update(grads, opt_state)
         params = torchopt.apply_updates(params, updates)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] == pytest.approx(start)
-    assert float(_mse(params, fmodel, x, y)) < 0.6 * start
+    assert float(_mse(params, fmodel, x, y).detach()) < 0.6 * start
 
 
 def test_tutorial_functional_api_with_torch_adam() -> None:
     fmodel, params, x, y = _tutorial_setup()
-    start = float(_mse(params, fmodel, x, y))
+    start = float(_mse(params, fmodel, x, y).detach())
     forward_process = zero_order(method="forward", num_samples=100, sigma=0.01, seed=0)(_mse)
     optimizer = torch.optim.Adam(params, lr=0.01)
     for _ in range(25):
         optimizer.zero_grad()
         forward_process(params, fmodel, x, y).backward()
         optimizer.step()
-    assert float(_mse(params, fmodel, x, y)) < 0.6 * start
+    assert float(_mse(params, fmodel, x, y).detach()) < 0.6 * start
 
 
 def test_first_forward_gradient_is_accurate_unlike_torchopt() -> None:

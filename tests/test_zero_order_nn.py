@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -406,3 +407,32 @@ def test_module_state_matches_functional_api() -> None:
     (grad,) = torch.autograd.grad(functional({"w": w}, x), w)
     torch.testing.assert_close(seeded.w.grad, grad)
     assert math.isfinite(float(grad.sum()))
+
+
+def test_deep_copy_after_use_evaluates_the_copy() -> None:
+    """A copied module (MAML-style ``copy.deepcopy``) must not evaluate the original."""
+
+    class Scaled(ZeroOrderGradientModule, method="antithetic", num_samples=4, sigma=0.1, seed=0):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+            self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
+
+        def forward(self) -> Tensor:
+            return (self.w * self.frozen).sum()
+
+        def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
+            return torch.randn(sample_shape) * self.frozen.mean()  # unit variance while 1
+
+    original = Scaled()
+    original().backward()
+    copy_ = copy.deepcopy(original)
+    with torch.no_grad():
+        copy_.frozen.fill_(5.0)
+    copy_.w.grad = None
+    original.w.grad = None
+    loss = copy_()
+    assert float(loss.detach()) == pytest.approx(15.0)
+    loss.backward()
+    assert original.w.grad is None and copy_.w.grad is not None
+    assert float(original().detach()) == pytest.approx(3.0)

@@ -225,7 +225,11 @@ class _Call:
                 value = value[0]
             else:
                 value = check_objective(self._objective(leaves), owner.name)
-        return value.detach()
+        value = value.detach()
+        if value.is_floating_point():
+            return value
+        # An integer or bool objective (a count, a success flag) still gets a gradient.
+        return value.to(torch.promote_types(value.dtype, torch.float32))
 
     def estimate_eagerly(self, leaves: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """The estimate now, and the mean of the finite sampled values as the returned value."""
@@ -239,11 +243,8 @@ class _Call:
     def estimate(self, leaves: Sequence[Tensor], value: Tensor | None) -> list[Tensor]:
         owner = self.owner
         num, sigma, method = owner.num_samples, owner.sigma, owner.method
-        seed, noise = owner.sample_directions(leaves)
-        step = [sigma * z for z in noise]
-        if method == "antithetic":
-            step = [torch.cat([s, -s]) for s in step]
-        population = [leaf.detach().unsqueeze(0) + s for leaf, s in zip(leaves, step)]
+        seed, flat, noise = owner._sample(leaves)
+        population = [_perturbed(leaf.detach(), z, sigma, method) for leaf, z in zip(leaves, noise)]
         if owner.enable_grad:  # members require grad, so the function may differentiate inside
             population = [member.requires_grad_() for member in population]
         with torch.set_grad_enabled(owner.enable_grad):
@@ -254,10 +255,11 @@ class _Call:
                 f"zero_order: {owner.name}(theta) = {value} is the forward estimator's "
                 "baseline and must be finite"
             )
-        finite = torch.isfinite(values)
         valid = None
         dropped = 0
-        if not bool(finite.all()):
+        # Fast path: a finite sum means no NaN/inf (one reduction and one sync).
+        finite = None if math.isfinite(float(values.sum())) else torch.isfinite(values)
+        if finite is not None and not bool(finite.all()):
             bad = (~finite).nonzero().flatten()
             if owner.nan_policy == "raise":
                 raise FloatingPointError(
@@ -283,22 +285,47 @@ class _Call:
         owner._record(
             ZeroOrderStats(
                 value=math.nan if value is None else float(value),
-                values=values if valid is None else torch.where(finite, values, torch.nan),
+                values=values if finite is None else torch.where(finite, values, torch.nan),
                 num_samples=num,
                 num_dropped=dropped,
                 batch_mode=owner.evaluator.mode,
                 seed=seed,
             )
         )
-        return [
-            torch.tensordot(weights.to(device=z.device, dtype=z.dtype), z, dims=1) for z in noise
-        ]
+        if flat is not None:  # one product for all leaves, then views of it
+            total = _weighted_sum(weights, flat)
+            if len(noise) == 1:
+                return [total.view(noise[0].shape[1:])]
+            pieces = total.split([z[0].numel() for z in noise])
+            return [piece.view(z.shape[1:]) for piece, z in zip(pieces, noise)]
+        return [_weighted_sum(weights, z) for z in noise]
+
+
+def _perturbed(center: Tensor, noise: Tensor, sigma: float, method: Method) -> Tensor:
+    """The members ``theta + sigma z_i`` ``[N, *shape]``, then for antithetic ``theta - sigma z_i``
+    (``[2N, *shape]``), written in one pass (no intermediate ``sigma z`` or concatenation)."""
+    if method != "antithetic":
+        return torch.add(center, noise, alpha=sigma)
+    num = noise.shape[0]
+    members = noise.new_empty((2 * num, *noise.shape[1:]))
+    torch.add(center, noise, alpha=sigma, out=members[:num])
+    torch.sub(center, noise, alpha=sigma, out=members[num:])
+    return members
+
+
+def _weighted_sum(weights: Tensor, noise: Tensor) -> Tensor:
+    """``sum_i w_i z_i`` for ``noise [N, *shape]``: one matrix-vector product."""
+    flat = noise.reshape(noise.shape[0], -1)
+    return (weights.to(device=noise.device, dtype=noise.dtype) @ flat).reshape(noise.shape[1:])
 
 
 class ZeroOrderFunction:
     """A function with a zero-order gradient; made by :func:`zero_order`.
 
-    ``last_stats`` holds the :class:`ZeroOrderStats` of the latest backward.
+    ``last_stats`` holds the :class:`ZeroOrderStats` of the latest backward. ``current_seed``
+    is the seed of the directions being evaluated (set before the function sees the
+    population; None without ``seed``/``generator``): a remote evaluator regenerates the
+    population from it instead of shipping it.
     """
 
     def __init__(
@@ -345,6 +372,7 @@ class ZeroOrderFunction:
             else (make_generator(seed) if seed is not None else None)
         )
         self.last_stats: ZeroOrderStats | None = None
+        self.current_seed: int | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         leaves = _Leaves(args, self.argnums, self.name)
@@ -361,8 +389,16 @@ class ZeroOrderFunction:
 
     def sample_directions(self, leaves: Sequence[Tensor]) -> tuple[int | None, list[Tensor]]:
         """Unit-variance directions ``[N, *leaf.shape]`` per leaf, on each leaf's device/dtype."""
+        seed, _, noise = self._sample(leaves)
+        return seed, noise
+
+    def _sample(self, leaves: Sequence[Tensor]) -> tuple[int | None, Tensor | None, list[Tensor]]:
+        """:meth:`sample_directions`, plus the flat ``[N, D]`` noise whose column blocks the
+        per-leaf directions are (views), or None when they are not (custom sampler, mixed
+        dtypes or devices)."""
         num = self.num_samples
         seed = draw_seed(self.generator) if self.generator is not None else None
+        self.current_seed = seed
         if self.sampler is None:
             device = leaves[0].device
             dtype = functools.reduce(torch.promote_types, [leaf.dtype for leaf in leaves])
@@ -374,11 +410,18 @@ class ZeroOrderFunction:
                 device=device,
                 dtype=dtype,
             )
+            uniform = all(leaf.dtype == flat.dtype and leaf.device == device for leaf in leaves)
+            if uniform and len(leaves) == 1:
+                return seed, flat, [flat.reshape(num, *leaves[0].shape)]
             pieces = flat.split([leaf.numel() for leaf in leaves], dim=1)
-            return seed, [
-                piece.reshape(num, *leaf.shape).to(device=leaf.device, dtype=leaf.dtype)
-                for piece, leaf in zip(pieces, leaves)
-            ]
+            return (
+                seed,
+                flat if uniform else None,
+                [
+                    piece.reshape(num, *leaf.shape).to(device=leaf.device, dtype=leaf.dtype)
+                    for piece, leaf in zip(pieces, leaves)
+                ],
+            )
         devices = sorted({leaf.device for leaf in leaves if leaf.device.type == "cuda"}, key=str)
         with torch.random.fork_rng(devices=devices, enabled=seed is not None):
             if seed is not None:
@@ -396,7 +439,7 @@ class ZeroOrderFunction:
                         f"{tuple(shape)}; it must return exactly sample_shape"
                     )
                 noise.append(sample.to(device=leaf.device, dtype=leaf.dtype))
-        return seed, noise
+        return seed, None, noise
 
     def _record(self, stats: ZeroOrderStats) -> None:
         self.last_stats = stats
@@ -441,7 +484,9 @@ def zero_order(
         shaping: ``'none'`` (the estimator's math), ``'zscore'`` or ``'centered_rank'``.
         batch: ``'auto'`` (vmap, else sequential with a warning), ``'vmap'``, ``'sequential'``,
             or ``'population'`` (the function takes leaves with a leading dim M, returns [M]).
-        chunk_size: at most this many perturbations per vmapped call (bounds memory).
+        chunk_size: at most this many perturbations per vmapped call (bounds memory). None:
+            one call, or on CPU chunks of about 8 MB of perturbed parameters for large
+            populations (see ``evaluation.auto_chunk_size``).
         enable_grad: run the function with grad enabled (for inner torch.autograd calls).
         nan_policy: ``'raise'`` on NaN/inf sampled values, or ``'drop'`` those samples.
         on_stats: called with the :class:`ZeroOrderStats` of each backward.

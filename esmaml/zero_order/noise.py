@@ -63,6 +63,8 @@ def orthogonal_noise(
     chi_D-distributed norms so each row is marginally N(0, I_D). Blocks are independent when N > D.
     """
     *batch, num, dim = shape
+    if dim == 0 or num == 0:  # nothing to orthogonalise (and no block of size 0 to loop on)
+        return gaussian_noise(shape, generator=generator, device=device, dtype=dtype)
     compute_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
     def frames(*lead: int, block: int) -> Tensor:
@@ -78,11 +80,11 @@ def orthogonal_noise(
         return q.transpose(-1, -2) * norms
 
     # All full blocks of D rows in one batched QR, then the remainder block.
-    full, rest = divmod(num, dim) if dim > 0 else (0, num)
+    full, rest = divmod(num, dim)
     rows: list[Tensor] = []
     if full:
         rows.append(frames(full, block=dim).reshape(*batch, full * dim, dim))
-    if rest or not rows:
+    if rest:
         rows.append(frames(block=rest))
     noise = torch.cat(rows, dim=-2) if len(rows) > 1 else rows[0]
     return noise.to(dtype) if dtype is not None else noise
