@@ -94,6 +94,9 @@ class HillClimbingAdaptation(AdaptationOperator):
                 proposals = proposals.expand(*best.shape[:-1], m, best.shape[-1])
                 losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
                 candidate, candidate_loss = proposals[..., 0, :], losses.mean(-1)
+            elif per_round == 1:  # one proposal per round: it is the round's best
+                losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
+                candidate, candidate_loss = proposals[..., 0, :], losses[..., 0]
             else:
                 losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
                 candidate_loss, index = losses.min(-1)

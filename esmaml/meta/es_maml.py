@@ -10,6 +10,9 @@ function of theta, so ``loss.backward()`` yields
 (antithetic by default) and any ``torch.optim`` optimizer takes the step (plain SGD with lr beta
 is the paper's update). Both members of an antithetic pair share the task and the adaptation's
 inner noise (common random numbers), so task difficulty cancels in their difference.
+
+The population's values come from an evaluator (``esmaml.evaluators``): in process by default,
+or on Ray workers that regenerate the population from the decorator's seed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esmaml.adaptation.base import AdaptationOperator, check_positive_float, check_positive_int
+from esmaml.adaptation.base import (
+    AdaptationOperator,
+    check_positive_float,
+    check_positive_int,
+    num_tasks,
+)
+from esmaml.evaluators import Evaluator, LocalEvaluator, PopulationSpec, member_losses
 from esmaml.meta.base import MetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order import ZeroOrderStats, draw_seed, population_size, zero_order
@@ -40,6 +49,8 @@ class ESMAML(MetaLearner):
         common_random_numbers: both members of a pair share the adaptation noise (default).
         nan_policy: ``raise`` on a NaN/inf evaluation, or ``drop`` the sample (logged).
         generator: the run's random stream (task sampling is done by the caller).
+        evaluator: computes the population's values (default: a :class:`LocalEvaluator`, in
+            process); e.g. a :class:`esmaml.evaluators.RayEvaluator`. :meth:`close` closes it.
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class ESMAML(MetaLearner):
         chunk_size: int | None = None,
         generator: torch.Generator | None = None,
         init_params: Tensor | None = None,
+        evaluator: Evaluator | None = None,
     ):
         self.family, self.adaptation = family, adaptation
         self.num_perturbations = check_positive_int("num_perturbations", num_perturbations)
@@ -86,6 +98,10 @@ class ESMAML(MetaLearner):
             value="population_mean",
         )(self._population_loss)
         self.method = method
+        self.spec = PopulationSpec(
+            self.num_perturbations, self.sigma, method, sampling, self.common_random_numbers
+        )
+        self.evaluator = evaluator if evaluator is not None else LocalEvaluator(family, adaptation)
 
     @property
     def tasks_per_iteration(self) -> int:
@@ -102,23 +118,26 @@ class ESMAML(MetaLearner):
         A population of one that is not the real population is f(theta), which the forward
         estimator needs as its baseline: the mean over all n tasks.
         """
-        n = next(iter(tasks.values())).shape[0]
-        center = population.shape[0] == 1 and self.evaluations_per_iteration != 1
-        if center:
-            population = population.expand(n, -1)
-        members = population.shape[0]
-        # Member i uses direction i mod N (antithetic: i and i + N) and that direction's task,
-        # so both members of a pair share their task even when n does not divide N.
-        slots = torch.arange(members, device=population.device)
-        task_ids = (slots if center else slots % self.num_perturbations) % n
-        if not self.common_random_numbers:
-            # A task slot per member: adaptation noise is drawn per slot, so none is shared.
-            tasks = {key: value[task_ids] for key, value in tasks.items()}
-            task_ids = torch.arange(members, device=population.device)
-        adapted = self.adaptation.adapt(self.family, population, tasks, task_ids, inner_seed)
-        generator = torch.Generator(device=population.device).manual_seed(inner_seed + 2)
-        losses = self.family.loss(adapted, tasks, task_ids, phase="query", generator=generator)
-        return losses.mean().reshape(1) if center else losses
+        if population.shape[0] == 1 and self.evaluations_per_iteration != 1:
+            n = num_tasks(tasks)
+            rows = torch.arange(n, device=population.device)
+            losses = member_losses(
+                self.family,
+                self.adaptation,
+                population.expand(n, -1),
+                rows,
+                tasks,
+                inner_seed,
+                num_perturbations=n,
+                members=n,
+                common_random_numbers=self.common_random_numbers,
+            )
+            return losses.mean().reshape(1)
+        seed = self.meta_loss.current_seed
+        assert seed is not None  # the meta-loss draws from self.generator
+        return self.evaluator.evaluate(
+            self.theta.detach(), seed, tasks, inner_seed, self.spec, population=population
+        )
 
     def step(self, tasks: Tasks) -> dict[str, float]:
         inner_seed = draw_seed(self.generator)
@@ -152,7 +171,12 @@ class ESMAML(MetaLearner):
             "perturbed_std": stats.std,
             "dropped_samples": float(stats.num_dropped),
             "queries": float(evaluations * (self.adaptation.queries + 1)),
+            **self.evaluator.metrics,
         }
+
+    def close(self) -> None:
+        """Release the evaluator's workers (the trainer calls this when training ends)."""
+        self.evaluator.close()
 
     def parameters_flat(self) -> Tensor:
         return self.theta.detach().clone()

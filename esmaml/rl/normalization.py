@@ -87,10 +87,10 @@ class ObservationNormalizer:
         if not self.enabled or float(self.stats.count) < 2:
             return lambda obs: obs
         if self._cache is None or self._cache[0].dtype != dtype:
-            mean = self.stats.mean.to(dtype)
-            inv_std = (self.stats.var + self.eps).rsqrt().to(dtype)
-            self._cache = (mean, inv_std)
-        mean, inv_std = self._cache
+            inv_std = (self.stats.var + self.eps).rsqrt()
+            # (obs - mean) * inv_std as obs * inv_std + shift: one fused op per call.
+            self._cache = ((-self.stats.mean * inv_std).to(dtype), inv_std.to(dtype))
+        shift, inv_std = self._cache
         clip = self.clip
         # Statistics broadcast over a batch along the tiny observation dim are slow per step;
         # copies expanded to the batch's shape (made once per shape) keep each op contiguous.
@@ -101,11 +101,11 @@ class ObservationNormalizer:
             if shape not in expanded:
                 expanded.clear()
                 expanded[shape] = (
-                    mean.expand(shape).contiguous(),
+                    shift.expand(shape).contiguous(),
                     inv_std.expand(shape).contiguous(),
                 )
-            m, s = expanded[shape]
-            return torch.sub(obs, m).mul_(s).clamp_(-clip, clip)
+            offset, scale = expanded[shape]
+            return torch.addcmul(offset, obs, scale).clamp_(-clip, clip)
 
         return transform
 

@@ -50,28 +50,76 @@ def rollout(
     horizon = horizon or env.max_episode_steps
     batch_task = {k: v.unsqueeze(1).expand(n, episodes, *v.shape[1:]) for k, v in task.items()}
     state = dict(initial_state) if initial_state is not None else env.reset(batch_task, generator)
-    alive = torch.ones(n, episodes, dtype=torch.bool, device=params.device)
     act = policy.bind(params)
+    transform = None
+    observe, step = env.observe, env.step
     # Per-step work is kept to the env and the policy; masks, returns and observation
     # statistics are reduced once over the stacked trajectory.
-    observations, rewards, alives = [], [], []
-    for _ in range(horizon):
-        obs = env.observe(state, batch_task)
-        state, reward, terminated = env.step(state, batch_task, act(normalize(obs)))
+    observations, rewards, terminations = [], [], []
+    for t in range(horizon):
+        obs = observe(state, batch_task)
+        if transform is None:
+            transform = _frozen(normalize, obs.dtype)
+        state, reward, terminated = step(state, batch_task, act(transform(obs)))
         observations.append(obs)
         rewards.append(reward)
-        alives.append(alive)
-        alive = alive & ~terminated
-    alive_mask = torch.stack(alives)  # [H, N, E]: alive before each step
-    totals = (torch.stack(rewards).to(params.dtype) * alive_mask).sum(0)
-    steps = alive_mask.sum()
-    weighted = torch.stack(observations) * alive_mask.unsqueeze(-1)
-    obs_sum = weighted.sum((0, 1, 2)).double()
-    obs_sq = (weighted * weighted).sum((0, 1, 2)).double()
-    count = steps.double()
+        terminations.append(terminated)
+        if t == 0:
+            observe, step = _unchecked(env)
+    rewards_all = torch.stack(rewards).to(params.dtype)  # [H, N, E]
+    observations_all = torch.stack(observations)  # [H, N, E, obs_dim]
+    # An episode is alive before step t iff it has not terminated at a step < t, i.e. for
+    # t <= its first termination (max over time returns the first maximal index).
+    if horizon > 1:
+        hit, first = torch.stack(terminations[:-1]).view(torch.uint8).max(0)  # [N, E]
+    if horizon == 1 or not bool(hit.any()):  # alive before every step: nothing to mask
+        totals = rewards_all.sum(0)
+        steps = rewards_all.numel()
+        obs_sum = observations_all.sum((0, 1, 2)).double()
+        obs_sq = (observations_all * observations_all).sum((0, 1, 2)).double()
+    else:
+        lengths = torch.where(hit.bool(), first + 1, horizon)  # [N, E]: steps alive
+        steps = int(lengths.sum())
+        index = torch.arange(horizon, device=lengths.device).view(-1, *([1] * lengths.dim()))
+        alive = (index < lengths).to(rewards_all.dtype)  # [H, N, E]: alive before step t
+        totals = (rewards_all * alive).sum(0)
+        # Masked observation sums as one [1, N*E] x [N*E, obs_dim] product per step (a mask
+        # broadcast along the tiny trailing dim is slow), summed over steps in float64.
+        flat = observations_all.flatten(1, 2)  # [H, N*E, obs_dim]
+        weights = alive.to(flat.dtype).flatten(1).unsqueeze(1)  # [H, 1, N*E]
+        obs_sum = torch.bmm(weights, flat).double().sum((0, 1))
+        obs_sq = torch.bmm(weights, flat * flat).double().sum((0, 1))
+    count = torch.tensor(float(steps), dtype=torch.float64, device=obs_sum.device)
     mean = obs_sum / count.clamp_min(1)
     stats = RunningStats(count, mean, (obs_sq - count * mean.square()).clamp_min(0))
-    return RolloutResult(totals.mean(1), totals, int(steps), stats)
+    return RolloutResult(totals.mean(1), totals, steps, stats)
+
+
+def _frozen(
+    normalize: Callable[[Tensor], Tensor], dtype: torch.dtype
+) -> Callable[[Tensor], Tensor]:
+    """An :class:`ObservationNormalizer`'s transform resolved once for a whole rollout (its
+    statistics are frozen within an iteration); any other callable as it is."""
+    frozen = getattr(normalize, "frozen_transform", None)
+    return frozen(dtype) if callable(frozen) else normalize
+
+
+def _unchecked(env: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``observe`` and ``step`` without the per-call validation, for steps after the first.
+
+    A BatchedMetaEnv's checks read metadata only (keys, shapes, dtypes, devices), which the
+    first validated step fixes for the whole rollout; with ``check_finite`` on, every action
+    is still checked.
+    """
+    from envs.core import BatchedMetaEnv
+
+    if not isinstance(env, BatchedMetaEnv) or env.check_finite:
+        return env.observe, env.step
+    observe, step = env._observe, env._step
+    return (
+        lambda state, task: observe(dict(state), dict(task)),
+        lambda state, task, action: step(dict(state), dict(task), action),
+    )
 
 
 def rollout_gym(
@@ -100,6 +148,7 @@ def rollout_gym(
     totals = torch.zeros(n, episodes, dtype=torch.float64)
     stats = RunningStats.zeros(policy.observation_dim)
     steps = 0
+    transform = _frozen(normalize, params.dtype)
     vector_env = make_vector_env(min(chunk, len(jobs)))
     width = vector_env.num_envs
     try:
@@ -119,7 +168,7 @@ def rollout_gym(
                 if mask.any():
                     stats = stats.merge(RunningStats.from_batch(obs_t, mask))
                 steps += int(alive.sum())
-                action = policy.act(params[member], normalize(obs_t).unsqueeze(1))
+                action = policy.act(params[member], transform(obs_t).unsqueeze(1))
                 obs, reward, terminated, truncated, _ = vector_env.step(action.squeeze(1).numpy())
                 returns += np.where(alive, reward, 0.0)
                 alive &= ~(terminated | truncated)
