@@ -67,7 +67,6 @@ class ESMAML(MetaLearner):
         tasks_per_iteration: int | None = None,
         common_random_numbers: bool = True,
         nan_policy: str = "raise",
-        chunk_size: int | None = None,
         generator: torch.Generator | None = None,
         init_params: Tensor | None = None,
         evaluator: Evaluator | None = None,
@@ -79,7 +78,6 @@ class ESMAML(MetaLearner):
             "tasks_per_iteration", tasks_per_iteration or num_perturbations
         )
         self.common_random_numbers = bool(common_random_numbers)
-        self.chunk_size = chunk_size
         self.generator = generator if generator is not None else torch.Generator()
         initial = family.init_params(self.generator) if init_params is None else init_params
         self.theta = nn.Parameter(initial.detach().clone().to(family.device))
