@@ -48,6 +48,8 @@ from esmaml.zero_order.evaluation import ObjectiveShapeError, ObjectiveTypeError
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "sine.yaml"
 DOC = ROOT / "docs" / "bad_inputs.md"
+MAML_CONFIG = ROOT / "configs" / "sine_maml.yaml"
+MAML_TINY = ["iterations=2", "task.params.hidden=[8]", "progress=false", "wandb.mode=disabled"]
 TINY = [
     "meta.params.num_perturbations=4",
     "adaptation.params.num_queries=2",
@@ -351,6 +353,15 @@ CASES: list[Case] = [
     Case("esmaml-tasks", "meta-learner", "ESMAML(tasks_per_iteration=-2)", ValueError,
          "tasks_per_iteration must be a positive int",
          lambda c: ESMAML(family(), ESGradientAdaptation(), tasks_per_iteration=-2)),
+    Case("esmaml-tasks-over-directions", "meta-learner",
+         "ESMAML(num_perturbations=4, tasks_per_iteration=6)", ValueError,
+         "tasks_per_iteration (6) must be at most num_perturbations (4)",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), num_perturbations=4,
+                          tasks_per_iteration=6)),
+    Case("esmaml-forward-one", "meta-learner", "ESMAML(method='forward', num_perturbations=1)",
+         ValueError, "num_perturbations must be >= 2 with method='forward'",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), method="forward",
+                          num_perturbations=1)),
     Case("first-order-operator", "meta-learner", "FirstOrderESMAML with hill climbing",
          TypeError, "needs adaptation=ESGradientAdaptation",
          lambda c: FirstOrderESMAML(family(), HillClimbingAdaptation())),
@@ -359,6 +370,14 @@ CASES: list[Case] = [
          "hessian_correction supports a single adaptation step",
          lambda c: FirstOrderESMAML(
              family(), ESGradientAdaptation(num_steps=2), hessian_correction=True)),
+    Case("first-order-hessian-shaping", "meta-learner",
+         "FirstOrderESMAML(hessian_correction=True), z-scored adaptation", ValueError,
+         "hessian_correction needs an unshaped inner step",
+         lambda c: FirstOrderESMAML(
+             family(), ESGradientAdaptation(shaping="zscore"), hessian_correction=True)),
+    Case("first-order-sampling", "meta-learner", "FirstOrderESMAML(sampling='sobol')",
+         ValueError, "sampling='sobol' is not a noise kind",
+         lambda c: FirstOrderESMAML(family(), ESGradientAdaptation(), sampling="sobol")),
     # task samplers
     Case("sampler-pool", "task sampler", "TaskSampler(train_pool=0)", ValueError,
          "train_pool must be -1 (fresh tasks) or a positive int",
@@ -461,6 +480,26 @@ CASES: list[Case] = [
          "num_queries must be a positive int",
          lambda c: Trainer(
              load_config(CONFIG, [*TINY, "adaptation.params.num_queries=0"]), c.path("run"))),
+    Case("cfg-bad-meta-value", "config", "meta.params.num_perturbations=0", ConfigError,
+         "meta.params: num_perturbations must be a positive int",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "meta.params.num_perturbations=0"]), c.path("run"))),
+    Case("cfg-l2l-optimizer-params", "config",
+         "configs/sine_maml.yaml optimizer.params.weight_decay=0.5", ConfigError,
+         "optimizer.params are not used by meta.algorithm=l2l_maml",
+         lambda c: Trainer(
+             load_config(MAML_CONFIG, [*MAML_TINY, "optimizer.params.weight_decay=0.5"]),
+             c.path("run"))),
+    Case("cfg-l2l-optimizer-name", "config", "configs/sine_maml.yaml optimizer.name=adamw",
+         ConfigError, "optimizer.name='adamw' is not available with meta.algorithm=l2l_maml",
+         lambda c: Trainer(
+             load_config(MAML_CONFIG, [*MAML_TINY, "optimizer.name=adamw"]), c.path("run"))),
+    Case("cfg-l2l-adaptation", "config",
+         "configs/sine_maml.yaml adaptation.params.num_steps=3 (meta: adaptation_steps=1)",
+         ConfigError, "meta.algorithm=l2l_maml adapts with its own inner loop",
+         lambda c: Trainer(
+             load_config(MAML_CONFIG, [*MAML_TINY, "adaptation.params.num_steps=3"]),
+             c.path("run"))),
     # checkpoints
     Case("ckpt-foreign", "checkpoint", "a torch file that is not an esmaml checkpoint",
          CheckpointError, "is not an esmaml checkpoint (missing iteration",

@@ -111,3 +111,30 @@ def test_plot_needs_rows(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(PlotError, match="holds no rows"):
         plot_runs([tmp_path])
+
+
+def test_evaluate_defaults_to_the_learners_own_steps(tmp_path: Path) -> None:
+    """learn2learn MAML adapts with its own inner loop (meta.params.adaptation_steps): the
+    default evaluation repeats the training-time one, not the config's adaptation section."""
+    run_dir = tmp_path / "maml"
+    # sine_maml.yaml without its adaptation section, which only restates meta.params.
+    lines = (CONFIG.parent / "sine_maml.yaml").read_text().splitlines()
+    start = lines.index("adaptation:")
+    config = tmp_path / "maml.yaml"
+    config.write_text("\n".join(lines[:start] + lines[start + 3 :]) + "\n")
+    assert "adaptation:" not in config.read_text()
+    overrides = [
+        "iterations=2",
+        "task.params.hidden=[8]",
+        "meta.params.adaptation_steps=3",
+        "evaluation.every=2",
+        "evaluation.num_tasks=4",
+        "progress=false",
+        "wandb.mode=disabled",
+    ]
+    assert main(["train", str(config), *overrides, "--run-dir", str(run_dir)]) == 0
+    assert main(["evaluate", str(run_dir)]) == 0
+    (point,) = json.loads((run_dir / "eval.json").read_text())["curve"]
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert point["steps"] == 3
+    assert point["post_adaptation"] == last["eval_post_adaptation"]

@@ -280,8 +280,9 @@ def test_es_maml_step_metrics() -> None:
     assert expected <= set(metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics["dropped_samples"] == 0.0
-    # 2N evaluations, each an adaptation (K + 1 queries) plus one query-phase evaluation
-    assert metrics["queries"] == 12 * (adaptation.queries + 1) == 12 * 5
+    # 2N evaluations, each an adaptation (K queries: z-scored values need no pivot) plus one
+    # query-phase evaluation
+    assert metrics["queries"] == 12 * (adaptation.queries + 1) == 12 * 4
     # value='population_mean': the reported objective is the mean of the perturbed values
     assert metrics["meta_objective"] == pytest.approx(metrics["perturbed_mean"])
     assert learner.theta.grad is not None
@@ -542,3 +543,21 @@ def test_evaluate_adaptation_pre_post_and_queries() -> None:
     summary = gd.summary("eval")
     assert summary["eval_pre_adaptation"] == pytest.approx(float(gd.pre.mean()))
     assert summary["eval_post_adaptation"] == pytest.approx(float(gd.post.mean()))
+
+
+def test_default_generator_follows_torch_manual_seed() -> None:
+    """Without a generator, the learners seed theirs from torch's global RNG: a seed sweep
+    with torch.manual_seed gives different runs, and a repeated seed the same run."""
+    family, tasks, theta = setup()
+
+    def one_step(seed: int, cls: type) -> Tensor:
+        torch.manual_seed(seed)
+        adaptation = ESGradientAdaptation(3, 0.1, 0.1, method="antithetic", shaping="none")
+        learner = cls(family, adaptation, num_perturbations=4, init_params=theta,
+                      tasks_per_iteration=NUM_TASKS)
+        learner.step(tasks)
+        return learner.parameters_flat()
+
+    for cls in (ESMAML, FirstOrderESMAML):
+        assert torch.equal(one_step(1, cls), one_step(1, cls))
+        assert not torch.equal(one_step(1, cls), one_step(2, cls))

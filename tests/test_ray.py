@@ -158,7 +158,10 @@ def test_ray_gives_the_local_meta_gradient(
         torch.testing.assert_close(there["values"], here["values"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(there["grad"], here["grad"], rtol=1e-4, atol=1e-6)
         for key in ("count", "mean", "m2"):
-            torch.testing.assert_close(there["normalizer"][key], here["normalizer"][key])
+            # Statistics merged per sub-batch: float64 rounding of another summation order.
+            torch.testing.assert_close(
+                there["normalizer"][key], here["normalizer"][key], rtol=1e-6, atol=1e-8
+            )
         assert there["env_steps"] == here["env_steps"]
         assert there["metrics"]["worker_restarts"] == 0
 

@@ -243,7 +243,8 @@ def test_antithetic_pairs_see_identical_starts(monkeypatch: pytest.MonkeyPatch) 
     spy = RolloutSpy()
     monkeypatch.setattr(family_module, "rollout", spy)
     family = RLFamily("MetaPendulum", episodes=2, horizon=10)
-    adaptation = ESGradientAdaptation(num_queries=3, sigma=0.1, step_size=0.05)
+    # Raw values (shaping none): the forward estimator evaluates its pivot f(theta) too.
+    adaptation = ESGradientAdaptation(num_queries=3, sigma=0.1, step_size=0.05, shaping="none")
     pairs = 4
     learner = ESMAML(
         family,

@@ -258,8 +258,9 @@ def test_esmaml_train_halfcheetah_smoke_writes_env_steps(tmp_path: Path) -> None
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == [0, 1]
-    # 2 antithetic pairs = 4 members, each K=2 queries + 1 pivot + 1 query rollout of 20 steps.
-    assert [row["env_steps"] for row in rows] == [4 * 4 * 20] * 2
+    # 2 antithetic pairs = 4 members, each K=2 queries (z-scored: no pivot) + 1 query rollout
+    # of 20 steps.
+    assert [row["env_steps"] for row in rows] == [4 * 3 * 20] * 2
     assert rows[-1]["env_steps_total"] == sum(row["env_steps"] for row in rows)
     assert "eval_post_adaptation" in rows[-1]
     summary = json.loads((run_dir / "summary.json").read_text())

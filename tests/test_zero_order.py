@@ -499,6 +499,37 @@ def test_autograd_grad_and_backward_agree_and_grad_fn_name(quadratic) -> None:
     torch.testing.assert_close(theta.grad, 2 * grad)
 
 
+@pytest.mark.parametrize("shaping", ["zscore", "centered_rank"])
+def test_shaped_forward_needs_no_baseline_evaluation(quadratic, shaping: str) -> None:
+    """Shaping ignores a common shift of the values, so the forward estimator's f(theta)
+    cancels: with value='population_mean' it is not evaluated, and the estimate equals the
+    naive one with the same shaping and seed."""
+    a, b, theta = quadratic(dim=5)
+    f = quad_population(a, b)
+    calls: list[int] = []
+
+    def counted(x: Tensor) -> Tensor:
+        calls.append(x.shape[0])
+        return f(x)
+
+    options = {"num_samples": 8, "sigma": 0.2, "seed": 3, "shaping": shaping}
+    forward = zero_order(
+        method="forward", batch="population", value="population_mean", **options
+    )(counted)
+    naive = zero_order(method="naive", batch="population", value="population_mean", **options)(f)
+    (forward_grad,) = torch.autograd.grad(forward(theta), theta)
+    assert calls == [8]  # the population only: no [1, D] baseline call
+    (naive_grad,) = torch.autograd.grad(naive(theta), theta)
+    torch.testing.assert_close(forward_grad, naive_grad, rtol=1e-12, atol=1e-12)
+    # Raw values do use f(theta): one baseline evaluation, then the population.
+    calls.clear()
+    raw = zero_order(
+        method="forward", batch="population", value="population_mean", num_samples=8, sigma=0.2
+    )(counted)
+    torch.autograd.grad(raw(theta), theta)
+    assert sorted(calls) == [1, 8]
+
+
 def test_value_center_and_population_mean(quadratic) -> None:
     a, b, theta = quadratic(dim=5)
     f = quad(a, b)

@@ -4,7 +4,9 @@
 
 with K directions p_k (Gaussian, orthogonal or DPP-selected), the values f(theta + sigma p_k)
 of the adaptation loss, the pivot f(theta), and the weights of the chosen estimator and fitness
-shaping (ES-MAML: z-scored values). One step costs K + 1 queries (2K for antithetic).
+shaping (ES-MAML: z-scored values). One step costs K + 1 queries with the forward estimator on
+raw values, K when the values are shaped (shaping ignores a common shift, so the pivot cancels
+and is not evaluated), and 2K for antithetic.
 """
 
 from __future__ import annotations
@@ -77,9 +79,14 @@ class ESGradientAdaptation(AdaptationOperator):
         self.dpp_bandwidth = check_positive_float("dpp_bandwidth", dpp_bandwidth)
 
     @property
+    def evaluates_pivot(self) -> bool:
+        """Whether a step evaluates f(theta): only the forward estimator on raw values uses it."""
+        return self.method == "forward" and self.shaping == "none"
+
+    @property
     def queries_per_step(self) -> int:
         evaluations = 2 * self.num_queries if self.method == "antithetic" else self.num_queries
-        return evaluations + (1 if self.method == "forward" else 0)
+        return evaluations + (1 if self.evaluates_pivot else 0)
 
     def directions(
         self, tasks: Tasks, dim: int, seed: int, device: torch.device, dtype: torch.dtype
@@ -113,13 +120,13 @@ class ESGradientAdaptation(AdaptationOperator):
         values = family.loss(
             candidates, tasks, task_ids.unsqueeze(-1), phase="adapt", generator=generator
         )
-        if self.method == "forward":
+        if self.evaluates_pivot:
             # A fresh stream with the queries' seed: the pivot sees the same start states
             # (stochastic families draw them per task), so f(theta) cancels their noise.
             pivot_generator = per_task_generator(seed + 1, params.device)
             pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=pivot_generator)
         else:
-            pivot = values.mean(-1)  # the estimate does not use it: spend no query on it
+            pivot = values.mean(-1)  # the estimate does not use f(theta): spend no query on it
         gradient = es_gradient(
             directions,
             values,

@@ -31,7 +31,13 @@ from esmaml.adaptation.base import (
 from esmaml.evaluators import Evaluator, LocalEvaluator, PopulationSpec, member_losses
 from esmaml.meta.base import MetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order import ZeroOrderStats, draw_seed, population_size, zero_order
+from esmaml.zero_order import (
+    ZeroOrderStats,
+    draw_seed,
+    make_generator,
+    population_size,
+    zero_order,
+)
 
 
 class ESMAML(MetaLearner):
@@ -77,8 +83,18 @@ class ESMAML(MetaLearner):
         self._tasks = check_positive_int(
             "tasks_per_iteration", tasks_per_iteration or num_perturbations
         )
+        if self._tasks > self.num_perturbations:
+            # Member i uses task (i mod N) mod n: tasks N..n-1 would be sampled but never used.
+            raise ValueError(
+                f"tasks_per_iteration ({self._tasks}) must be at most num_perturbations "
+                f"({self.num_perturbations}): each direction evaluates one task"
+            )
+        if method == "forward" and self.num_perturbations == 1:
+            # One perturbed member could not be told apart from the f(theta) baseline call.
+            raise ValueError("num_perturbations must be >= 2 with method='forward', got 1")
         self.common_random_numbers = bool(common_random_numbers)
-        self.generator = generator if generator is not None else torch.Generator()
+        # Without a generator, seed one from torch's global RNG so torch.manual_seed applies.
+        self.generator = generator if generator is not None else make_generator(draw_seed())
         initial = family.init_params(self.generator) if init_params is None else init_params
         self.theta = nn.Parameter(initial.detach().clone().to(family.device))
         self.optimizer = (optimizer or (lambda p: torch.optim.SGD(p, lr=0.01)))([self.theta])

@@ -24,6 +24,7 @@ from esmaml.meta.base import MetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order import draw_seed, es_gradient, make_generator, perturb, sample_noise
 from esmaml.zero_order.estimators import check_method, check_shaping
+from esmaml.zero_order.noise import check_noise_kind
 
 
 class FirstOrderESMAML(MetaLearner):
@@ -61,14 +62,24 @@ class FirstOrderESMAML(MetaLearner):
             )
         if hessian_correction and adaptation.num_steps != 1:
             raise ValueError("hessian_correction supports a single adaptation step (num_steps=1)")
+        if hessian_correction and adaptation.shaping != "none":
+            # (I - alpha H) is the Jacobian of theta - alpha grad f; a shaped (normalised) step
+            # has another Jacobian, so the correction would be off by the values' spread.
+            raise ValueError(
+                "hessian_correction needs an unshaped inner step: the adaptation's shaping must "
+                f"be 'none', got {adaptation.shaping!r}"
+            )
         self.family, self.adaptation = family, adaptation
         self.num_perturbations = check_positive_int("num_perturbations", num_perturbations)
         self.sigma = check_positive_float("sigma", sigma)
         self.method, self.shaping = check_method(method), check_shaping(shaping)
-        self.sampling = sampling
+        self.sampling = check_noise_kind(sampling)
         self._tasks = check_positive_int("tasks_per_iteration", tasks_per_iteration)
         self.hessian_correction = bool(hessian_correction)
-        self.generator = generator if generator is not None else torch.Generator()
+        # Without a generator, seed one from torch's global RNG so torch.manual_seed applies.
+        self.generator = (
+            generator if generator is not None else make_generator(draw_seed(), "cpu")
+        )
         initial = family.init_params(self.generator) if init_params is None else init_params
         self.theta = nn.Parameter(initial.detach().clone().to(family.device))
         self.optimizer = (optimizer or (lambda p: torch.optim.SGD(p, lr=0.01)))([self.theta])
@@ -102,7 +113,10 @@ class FirstOrderESMAML(MetaLearner):
         values = self.family.loss(
             population, tasks, ids.unsqueeze(-1), phase="query", generator=rollouts
         )
-        center = self.family.loss(adapted, tasks, ids, phase="query", generator=rollouts)
+        # A fresh stream with the population's seed: the baseline sees the same start states.
+        center = self.family.loss(
+            adapted, tasks, ids, phase="query", generator=make_generator(seed + 2, theta.device)
+        )
         if not bool(torch.isfinite(values).all()):
             raise FloatingPointError("first-order ES-MAML: a query evaluation was NaN or inf")
         gradients = es_gradient(

@@ -58,8 +58,10 @@ class RunningStats:
         return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> RunningStats:
-        return cls(state["count"].clone(), state["mean"].clone(), state["m2"].clone())
+    def from_state_dict(
+        cls, state: dict[str, Tensor], device: torch.device | str | None = None
+    ) -> RunningStats:
+        return cls(*(state[key].to(device).clone() for key in ("count", "mean", "m2")))
 
 
 class ObservationNormalizer:
@@ -125,6 +127,8 @@ class ObservationNormalizer:
         return {"stats": self.stats.state_dict(), "pending": self.pending.state_dict()}
 
     def load_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
-        self.stats = RunningStats.from_state_dict(state["stats"])
-        self.pending = RunningStats.from_state_dict(state["pending"])
+        # Checkpoints load on the CPU; keep the statistics on this normaliser's device.
+        device = self.stats.mean.device
+        self.stats = RunningStats.from_state_dict(state["stats"], device)
+        self.pending = RunningStats.from_state_dict(state["pending"], device)
         self._cache = None

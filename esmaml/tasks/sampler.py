@@ -82,7 +82,12 @@ class TaskSampler:
     def load_state_dict(self, state: dict) -> None:
         self.pool_sizes = dict(state["pool_sizes"])
         self.seed = int(state["seed"])
-        self._pools = dict(state["pools"])
+        # Checkpoints load on the CPU; the pools live where the family computes.
+        device = self.family.device
+        self._pools = {
+            split: {key: value.to(device) for key, value in pool.items()}
+            for split, pool in state["pools"].items()
+        }
 
 
 def _check_split(split: str) -> Split:

@@ -94,12 +94,17 @@ def build_learner(
             config.meta.params,
             skip=("family", "meta_lr", "optimizer", "seed", "init_params"),
         )
-        return factory(
-            family,
-            meta_lr=config.optimizer.lr,
-            optimizer=config.optimizer.name,
-            seed=config.seed,
-            **params,
+        check_l2l_sections(config, params)
+        return construct(
+            "meta.params",
+            factory,
+            {
+                "family": family,
+                "meta_lr": config.optimizer.lr,
+                "optimizer": config.optimizer.name,
+                "seed": config.seed,
+                **params,
+            },
         )
     params = check_params(
         "meta.params",
@@ -107,13 +112,51 @@ def build_learner(
         config.meta.params,
         skip=("family", "adaptation", "optimizer", "generator", "init_params", "evaluator"),
     )
-    return factory(
-        family,
-        adaptation,
-        optimizer=build_optimizer(config),
-        generator=generator,
-        **{**params, **evaluator},
+    return construct(
+        "meta.params",
+        factory,
+        {
+            "family": family,
+            "adaptation": adaptation,
+            "optimizer": build_optimizer(config),
+            "generator": generator,
+            **params,
+            **evaluator,
+        },
     )
+
+
+def check_l2l_sections(config: ExperimentConfig, meta_params: dict[str, Any]) -> None:
+    """learn2learn's MAML owns its inner loop and optimizer: refuse config it would ignore."""
+    from esmaml.meta.l2l_maml import OPTIMIZERS as L2L_OPTIMIZERS
+
+    if config.optimizer.name not in L2L_OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={config.optimizer.name!r} is not available with meta.algorithm="
+            f"l2l_maml; valid: {', '.join(L2L_OPTIMIZERS)}"
+        )
+    if config.optimizer.params:
+        raise ConfigError(
+            "optimizer.params are not used by meta.algorithm=l2l_maml (it builds its optimizer "
+            f"from optimizer.name and optimizer.lr); remove {sorted(config.optimizer.params)}"
+        )
+    section = config.adaptation
+    if section.operator == "es_gradient" and not section.params:
+        return  # the schema's default: no adaptation section was given
+    alpha = meta_params.get("alpha", 0.01)
+    steps = meta_params.get("adaptation_steps", 1)
+    restated = (
+        section.operator == "gradient_descent"
+        and set(section.params) <= {"lr", "num_steps"}
+        and section.params.get("lr", 0.01) == alpha
+        and section.params.get("num_steps", 1) == steps
+    )
+    if not restated:
+        raise ConfigError(
+            "meta.algorithm=l2l_maml adapts with its own inner loop (meta.params alpha="
+            f"{alpha}, adaptation_steps={steps}); leave the adaptation section out or restate "
+            f"it as gradient_descent {{lr: {alpha}, num_steps: {steps}}}"
+        )
 
 
 def construct(where: str, factory: Callable[..., Any], params: dict[str, Any]) -> Any:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from esmaml.adaptation.base import AdaptationOperator
 from esmaml.config import ConfigError, ExperimentConfig, load_config, to_dict, to_yaml
 from esmaml.logging.console import Progress, print_summary
 from esmaml.logging.metrics import MetricsWriter
@@ -214,6 +215,12 @@ class Trainer:
         return self.checkpoint_path
 
     # -- evaluation ----------------------------------------------------------------------------
+    @property
+    def evaluation_adaptation(self) -> AdaptationOperator:
+        """The operator evaluations adapt with: the learner's own when it has one
+        (learn2learn MAML's inner loop), else the configured one."""
+        return getattr(self.learner, "adaptation", None) or self.adaptation
+
     def evaluate(
         self, num_tasks: int | None = None, num_steps: int | None = None, split: str = "test"
     ) -> Evaluation:
@@ -233,7 +240,7 @@ class Trainer:
                 if pool is not None
                 else self.family.sample_tasks(n, split="train", generator=generator)
             )
-        adaptation = getattr(self.learner, "adaptation", None) or self.adaptation
+        adaptation = self.evaluation_adaptation
         steps = num_steps if num_steps is not None else config.evaluation.num_steps
         return evaluate_adaptation(
             self.family,
@@ -435,7 +442,7 @@ def evaluate_run(
     config = trainer.config
     default_steps = config.evaluation.num_steps
     if default_steps is None:
-        default_steps = trainer.adaptation.num_steps
+        default_steps = trainer.evaluation_adaptation.num_steps
     curve = []
     used_tasks = 0
     for count in steps or [default_steps]:

@@ -233,7 +233,10 @@ class _Call:
 
     def estimate_eagerly(self, leaves: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """The estimate now, and the mean of the finite sampled values as the returned value."""
-        baseline = self.center(leaves) if self.owner.method == "forward" else None
+        owner = self.owner
+        # Shaped forward values do not use f(theta) (see estimator_weights): no evaluation.
+        needs_baseline = owner.method == "forward" and owner.shaping == "none"
+        baseline = self.center(leaves) if needs_baseline else None
         grads = self.estimate(leaves, baseline)
         stats = self.owner.last_stats
         assert stats is not None
@@ -250,7 +253,11 @@ class _Call:
         with torch.set_grad_enabled(owner.enable_grad):
             values = owner.evaluator(self._objective, population).detach()
         values = values.to(torch.promote_types(values.dtype, torch.float32))
-        if method == "forward" and (value is None or not torch.isfinite(value)):
+        if (
+            method == "forward"
+            and owner.shaping == "none"
+            and (value is None or not torch.isfinite(value))
+        ):
             raise FloatingPointError(
                 f"zero_order: {owner.name}(theta) = {value} is the forward estimator's "
                 "baseline and must be finite"

@@ -108,8 +108,9 @@ def estimator_weights(
     """Weights ``w [*B, N]`` such that the estimate is ``sum_i w_i z_i``.
 
     ``values`` is ``[*B, M]`` in the population layout of ``method``; ``baseline`` is f(theta)
-    (``[*B]`` or a scalar), required by ``forward``. ``valid [*B, N]`` masks dropped directions
-    (an antithetic pair is dropped whole); the mean is then over the valid ones.
+    (``[*B]`` or a scalar), required by ``forward`` on raw values (shaping ``none``).
+    ``valid [*B, N]`` masks dropped directions (an antithetic pair is dropped whole); the mean
+    is then over the valid ones.
     """
     num = values.shape[-1] // 2 if method == "antithetic" else values.shape[-1]
     if valid is None:
@@ -119,6 +120,10 @@ def estimator_weights(
         count = valid.sum(-1, keepdim=True).clamp_min(1).to(values.dtype)
         pop_valid = torch.cat([valid, valid], -1) if method == "antithetic" else valid
     if method == "naive":
+        weights = shape_fitness(values, shaping, pop_valid) / sigma
+    elif method == "forward" and shaping != "none":
+        # Shaping is invariant to a common shift of the values: f(theta) cancels, so the
+        # baseline is neither needed nor worth an evaluation.
         weights = shape_fitness(values, shaping, pop_valid) / sigma
     elif method == "forward":
         if baseline is None:
