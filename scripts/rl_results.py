@@ -234,10 +234,11 @@ def claims(results: dict[str, dict]) -> str:
             f"{fmt(es_c[-1][2])} (ES) / {fmt(hc_c[-1][2])} (HC), i.e. -4 per step: the "
             "meta-policy alone stays outside every goal disc, so all reward comes from what the "
             "adaptation step finds. The per-step cost is -4 outside the disc, so -400 means no "
-            "signal at all and higher means more time inside the goal's radius-2 disc. Both "
-            "operators spend the same 21 queries per adaptation (ES: 20 directions and the "
-            "pivot; HC: the pivot and 20 proposals), and the gap is already there at iteration "
-            "0, so it comes from the operators' exploration, not from meta-training.",
+            "signal at all and higher means more time inside the goal's radius-2 disc. The "
+            "operators spend about the same queries per adaptation (ES: 20 directions, whose "
+            "z-scored values need no pivot; HC: the pivot and 20 proposals), and the gap is "
+            "already there at iteration 0, so it comes from the operators' exploration, not "
+            "from meta-training.",
             "",
         ]
     adapted = []
