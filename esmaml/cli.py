@@ -157,7 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(arguments)
+    args, extra = parser.parse_known_args(arguments)
+    if extra:
+        # argparse stops filling the overrides at the first option: `train CONFIG --run-dir D
+        # a=1` leaves a=1 over. Overrides may stand anywhere; anything else is an error.
+        if args.command == "train" and all("=" in item and item[0] != "-" for item in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.command_line = shlex.join(["esmaml", *arguments])
     from esmaml.config import ConfigError
     from esmaml.plotting import PlotError

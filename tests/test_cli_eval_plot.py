@@ -138,3 +138,14 @@ def test_evaluate_defaults_to_the_learners_own_steps(tmp_path: Path) -> None:
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     assert point["steps"] == 3
     assert point["post_adaptation"] == last["eval_post_adaptation"]
+
+
+def test_train_takes_overrides_after_options(tmp_path: Path) -> None:
+    """`esmaml train CONFIG --run-dir D key=value`: overrides may follow the options."""
+    run_dir = tmp_path / "late"
+    assert main(["train", str(CONFIG), *TINY[:4], "--run-dir", str(run_dir), *TINY[4:]]) == 0
+    config = (run_dir / "config.yaml").read_text()
+    assert "iterations: 4" in config and "every: 2" in config
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(CONFIG), "--run-dir", str(tmp_path / "x"), "--bogus"])
+    assert exit_info.value.code == 2
