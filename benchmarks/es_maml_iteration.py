@@ -1,8 +1,9 @@
 """One paper-default ES-MAML iteration on Navigation2D, timed (issue: Meta-RL performance).
 
 150 antithetic pairs (300 perturbed policies, one task per pair), K=20 adaptation queries,
-horizon 100, linear tanh policy: about 660k environment steps per iteration. Prints the time per
-iteration (median of repeats) for ES-gradient and hill-climbing adaptation, the env steps and
+horizon 100, linear tanh policy: about 600k environment steps per iteration (660k with a pivot
+rollout per adaptation, which z-scored values do not need). Prints the time per iteration
+(median of repeats) for ES-gradient and hill-climbing adaptation, the env steps and
 the env-steps/s, with the targets (<= 100 ms and <= 400 ms on a 2-core CPU) and the ratio of
 each time to its target (<= 1 meets it).
 
