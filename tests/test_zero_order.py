@@ -530,13 +530,50 @@ def test_shaped_forward_needs_no_baseline_evaluation(quadratic, shaping: str) ->
     assert sorted(calls) == [1, 8]
 
 
+@pytest.mark.parametrize("batch", ["vmap", "sequential"])
+def test_center_is_member_zero_of_the_population_call(quadratic, batch: str) -> None:
+    """With grad enabled, f(theta) rides in the population call: vmap calls the function once
+    (one batched trace), sequential calls it M + 1 times with theta first; the forward
+    estimator's baseline is that value, and under no_grad only f(theta) is evaluated."""
+    a, b, theta = quadratic(dim=4)
+    f = quad(a, b)
+    seen: list[Tensor] = []
+
+    def counted(x: Tensor) -> Tensor:
+        seen.append(x)
+        return f(x)
+
+    fz = zero_order(method="forward", num_samples=5, sigma=0.1, seed=2, batch=batch)(counted)
+    loss = fz(theta)
+    assert len(seen) == (1 if batch == "vmap" else 6)
+    if batch == "sequential":
+        torch.testing.assert_close(seen[0], theta.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(loss, f(theta.detach()), rtol=0, atol=0)
+    stats = fz.last_stats
+    assert stats is not None and stats.num_evaluations == 5 and stats.value == float(loss.detach())
+    (grad,) = torch.autograd.grad(loss, theta)
+    assert len(seen) == (1 if batch == "vmap" else 6)  # backward evaluates nothing
+    z = noise_from_seed(stats.seed, (5, 4), dtype=theta.dtype)
+    expected = ((stats.values - stats.value) / 0.1) @ z / 5
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+    seen.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(fz(theta), f(theta.detach()), rtol=0, atol=0)
+    assert len(seen) == 1
+
+
 def test_value_center_and_population_mean(quadratic) -> None:
     a, b, theta = quadratic(dim=5)
     f = quad(a, b)
     make = zero_order(method="antithetic", num_samples=12, sigma=0.3, seed=1)
     center = make(f)
     loss = center(theta)
-    torch.testing.assert_close(loss, f(theta.detach()), rtol=0, atol=0)
+    # f(theta) is member 0 of the batched call: equal to a direct call up to the rounding of
+    # the batched kernels; the stats record the same value, and the call evaluates 2N members.
+    torch.testing.assert_close(loss, f(theta.detach()), rtol=1e-12, atol=0)
+    stats = center.last_stats
+    assert stats is not None and stats.num_evaluations == 24
+    assert stats.value == float(loss.detach())
     (grad,) = torch.autograd.grad(loss, theta)
 
     mean_fn = zero_order(
@@ -843,8 +880,10 @@ def test_enable_grad_allows_inner_autograd_grad() -> None:
     x = torch.randn(5, dtype=F64)
     make = zero_order(method="antithetic", num_samples=8, sigma=0.1, seed=3, enable_grad=True)
     fz = make(_adapted_loss)
-    with pytest.warns(RuntimeWarning, match="sequentially"):
+    with pytest.warns(RuntimeWarning, match="sequentially") as record:
         (grad,) = zo_grad(fz, theta, x, wrt=[theta])
+    # The warning points at the caller's code, not at esmaml's or torch's internals.
+    assert [w.filename for w in record if "sequentially" in str(w.message)] == [__file__]
     assert fz.evaluator.mode == "sequential"
     (expected,) = zo_grad(make(_adapted_loss_closed_form), theta, x, wrt=[theta])
     torch.testing.assert_close(grad, expected)

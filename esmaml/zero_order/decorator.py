@@ -2,9 +2,10 @@
 
 A drop-in for ``torchopt.diff.zero_order`` that is correct (the forward estimator divides by
 sigma around a fixed f(theta)), batched (torch.func.vmap over all perturbations), seeded and
-device-aware. The call returns f(theta); perturbations are drawn and evaluated lazily, on backward.
+device-aware. The call returns f(theta); with grad enabled it also evaluates the perturbations,
+in the same batched call as f(theta), and backward scales that estimate by the upstream gradient.
 
-Reproducibility: with ``seed`` (or ``generator``) each backward draws one 63-bit seed from that
+Reproducibility: with ``seed`` (or ``generator``) each estimate draws one 63-bit seed from that
 stream; that seed alone regenerates every direction of the call (see ``noise.noise_from_seed``),
 and it is recorded in :class:`ZeroOrderStats`. Only the objective values are stored.
 """
@@ -28,6 +29,7 @@ from esmaml.zero_order.estimators import (
     check_shaping,
     check_sigma,
     estimator_weights,
+    population_size,
 )
 from esmaml.zero_order.evaluation import (
     BatchMode,
@@ -55,7 +57,7 @@ ValueMode = Literal["center", "population_mean"]
 
 @dataclass(frozen=True)
 class ZeroOrderStats:
-    """What one backward sampled. ``values`` is in the population layout of the method
+    """What one estimate sampled. ``values`` is in the population layout of the method
     (antithetic: the N ``+z`` values, then the N ``-z`` values)."""
 
     value: float
@@ -174,30 +176,23 @@ class _Leaves:
 
 
 class ZeroOrder(torch.autograd.Function):
-    """Autograd node: its grad_fn reads ``ZeroOrderBackward``, as TorchOpt's does."""
+    """Autograd node: its grad_fn reads ``ZeroOrderBackward``, as TorchOpt's does.
+
+    The estimate is computed in the forward, so f(theta) rides in the same batched call as the
+    perturbations; backward only scales it by the upstream gradient."""
 
     @staticmethod
     def forward(ctx: Any, call: _Call, *leaves: Tensor) -> Tensor:
-        ctx.call = call
-        if call.owner.value == "population_mean":
-            ctx.grads, value = call.estimate_eagerly(leaves)
-            return value
-        value = call.center(leaves)
-        ctx.value = value
-        ctx.save_for_backward(*leaves)
-        return value.clone()
+        ctx.grads, value = call.estimate_eagerly(leaves)
+        return value
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.call.owner.value == "population_mean":
-            grads = ctx.grads
-        else:
-            grads = ctx.call.estimate(ctx.saved_tensors, ctx.value)
-        return (None, *(grad_output.to(g.dtype) * g for g in grads))
+        return (None, *(grad_output.to(g.dtype) * g for g in ctx.grads))
 
 
 class _Call:
-    """One call of a decorated function: evaluates f(theta) now and the estimate on backward."""
+    """One call of a decorated function: f(theta) and, when a gradient is wanted, the estimate."""
 
     def __init__(
         self,
@@ -225,33 +220,55 @@ class _Call:
                 value = value[0]
             else:
                 value = check_objective(self._objective(leaves), owner.name)
-        value = value.detach()
-        if value.is_floating_point():
-            return value
-        # An integer or bool objective (a count, a success flag) still gets a gradient.
-        return value.to(torch.promote_types(value.dtype, torch.float32))
+        return _as_value(value)
 
     def estimate_eagerly(self, leaves: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """The estimate now, and the mean of the finite sampled values as the returned value."""
+        """The estimate and the returned value: f(theta) (``value='center'``) or the mean of the
+        finite sampled values (``value='population_mean'``)."""
         owner = self.owner
         # Shaped forward values do not use f(theta) (see estimator_weights): no evaluation.
-        needs_baseline = owner.method == "forward" and owner.shaping == "none"
-        baseline = self.center(leaves) if needs_baseline else None
-        grads = self.estimate(leaves, baseline)
-        stats = self.owner.last_stats
+        needs_center = owner.value == "center" or (
+            owner.method == "forward" and owner.shaping == "none"
+        )
+        if not needs_center:
+            grads, _ = self.estimate(leaves, with_center=False)
+            stats = owner.last_stats
+            assert stats is not None
+            values = stats.values
+            return grads, values[torch.isfinite(values)].mean().to(leaves[0].dtype)
+        # A population of one means f(theta) to a population-mode function (ES-MAML averages
+        # it over all tasks), so there the centre keeps its own call; vmapped and sequential
+        # members are independent, so the centre is one more member of the same call.
+        if owner.evaluator.mode == "population":
+            center = self.center(leaves)
+            grads, _ = self.estimate(leaves, center, with_center=False)
+        else:
+            grads, center = self.estimate(leaves, None, with_center=True)
+        if owner.value == "center":
+            return grads, center
+        stats = owner.last_stats
         assert stats is not None
         values = stats.values
         return grads, values[torch.isfinite(values)].mean().to(leaves[0].dtype)
 
-    def estimate(self, leaves: Sequence[Tensor], value: Tensor | None) -> list[Tensor]:
+    def estimate(
+        self, leaves: Sequence[Tensor], value: Tensor | None = None, *, with_center: bool
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """The estimate per leaf, and f(theta): ``value`` as given or, ``with_center``,
+        evaluated as member 0 of the population call."""
         owner = self.owner
         num, sigma, method = owner.num_samples, owner.sigma, owner.method
         seed, flat, noise = owner._sample(leaves)
-        population = [_perturbed(leaf.detach(), z, sigma, method) for leaf, z in zip(leaves, noise)]
+        population = [
+            _perturbed(leaf.detach(), z, sigma, method, with_center=with_center)
+            for leaf, z in zip(leaves, noise)
+        ]
         if owner.enable_grad:  # members require grad, so the function may differentiate inside
             population = [member.requires_grad_() for member in population]
         with torch.set_grad_enabled(owner.enable_grad):
             values = owner.evaluator(self._objective, population).detach()
+        if with_center:
+            value, values = _as_value(values[0]), values[1:]
         values = values.to(torch.promote_types(values.dtype, torch.float32))
         if (
             method == "forward"
@@ -302,21 +319,37 @@ class _Call:
         if flat is not None:  # one product for all leaves, then views of it
             total = _weighted_sum(weights, flat)
             if len(noise) == 1:
-                return [total.view(noise[0].shape[1:])]
+                return [total.view(noise[0].shape[1:])], value
             pieces = total.split([z[0].numel() for z in noise])
-            return [piece.view(z.shape[1:]) for piece, z in zip(pieces, noise)]
-        return [_weighted_sum(weights, z) for z in noise]
+            return [piece.view(z.shape[1:]) for piece, z in zip(pieces, noise)], value
+        return [_weighted_sum(weights, z) for z in noise], value
 
 
-def _perturbed(center: Tensor, noise: Tensor, sigma: float, method: Method) -> Tensor:
+def _as_value(value: Tensor) -> Tensor:
+    """f(theta) as returned: detached; an integer or bool objective (a count, a success flag)
+    is promoted to floating point so it still gets a gradient."""
+    value = value.detach()
+    if value.is_floating_point():
+        return value
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def _perturbed(
+    center: Tensor, noise: Tensor, sigma: float, method: Method, *, with_center: bool = False
+) -> Tensor:
     """The members ``theta + sigma z_i`` ``[N, *shape]``, then for antithetic ``theta - sigma z_i``
-    (``[2N, *shape]``), written in one pass (no intermediate ``sigma z`` or concatenation)."""
-    if method != "antithetic":
-        return torch.add(center, noise, alpha=sigma)
+    (``[2N, *shape]``), written in one pass (no intermediate ``sigma z`` or concatenation).
+    ``with_center`` puts ``theta`` itself first, as member 0."""
     num = noise.shape[0]
-    members = noise.new_empty((2 * num, *noise.shape[1:]))
-    torch.add(center, noise, alpha=sigma, out=members[:num])
-    torch.sub(center, noise, alpha=sigma, out=members[num:])
+    if method != "antithetic" and not with_center:
+        return torch.add(center, noise, alpha=sigma)
+    start = int(with_center)
+    members = noise.new_empty((start + population_size(num, method), *noise.shape[1:]))
+    if with_center:
+        members[0].copy_(center)
+    torch.add(center, noise, alpha=sigma, out=members[start : start + num])
+    if method == "antithetic":
+        torch.sub(center, noise, alpha=sigma, out=members[start + num :])
     return members
 
 
@@ -329,7 +362,7 @@ def _weighted_sum(weights: Tensor, noise: Tensor) -> Tensor:
 class ZeroOrderFunction:
     """A function with a zero-order gradient; made by :func:`zero_order`.
 
-    ``last_stats`` holds the :class:`ZeroOrderStats` of the latest backward. ``current_seed``
+    ``last_stats`` holds the :class:`ZeroOrderStats` of the latest estimate. ``current_seed``
     is the seed of the directions being evaluated (set before the function sees the
     population; None without ``seed``/``generator``): a remote evaluator regenerates the
     population from it instead of shipping it.
@@ -496,10 +529,10 @@ def zero_order(
             populations (see ``evaluation.auto_chunk_size``).
         enable_grad: run the function with grad enabled (for inner torch.autograd calls).
         nan_policy: ``'raise'`` on NaN/inf sampled values, or ``'drop'`` those samples.
-        on_stats: called with the :class:`ZeroOrderStats` of each backward.
-        value: what the call returns: ``'center'``, f(theta) (TorchOpt's behaviour; the
-            perturbations are evaluated lazily on backward), or ``'population_mean'``, the mean
-            of the perturbed values, evaluated eagerly in the call (saves the f(theta)
+        on_stats: called with the :class:`ZeroOrderStats` of each estimate.
+        value: what the call returns: ``'center'``, f(theta) (TorchOpt's behaviour; with
+            grad enabled it is member 0 of the batched population call), or
+            ``'population_mean'``, the mean of the perturbed values (saves the f(theta)
             evaluation, the usual ES report).
     """
     method = check_method(method)

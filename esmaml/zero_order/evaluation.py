@@ -4,6 +4,8 @@ function that takes the population dimension itself."""
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -12,6 +14,12 @@ import torch
 from torch import Tensor
 
 BatchMode = Literal["auto", "vmap", "sequential", "population"]
+
+# Frames in these folders are esmaml's or torch's; a warning points at the first frame outside.
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.dirname(torch.__file__) + os.sep,
+)
 BATCH_MODES: tuple[str, ...] = ("auto", "vmap", "sequential", "population")
 
 # With chunk_size=None on CPU, a population whose perturbed parameters exceed this many bytes is
@@ -47,6 +55,17 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     return chunk_size
+
+
+def _user_stacklevel() -> int:
+    """The ``warnings.warn`` stacklevel, for its caller, of the first frame outside esmaml and
+    torch: the user's line that called the decorated function."""
+    frame = sys._getframe(2)  # the caller of our caller is level 2
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class ObjectiveTypeError(TypeError):
@@ -119,10 +138,10 @@ class PopulationEvaluator:
             )
             warnings.warn(
                 f"zero_order: {self.name} could not be vmapped ({reason}); evaluating the "
-                f"{size} perturbations sequentially from now on. Pass batch='sequential' to "
+                f"{size} population members sequentially from now on. Pass batch='sequential' to "
                 "silence this, or batch='population' if it takes a leading population dim.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=_user_stacklevel(),
             )
             self._resolved = "sequential"
             return self._sequential(objective, population)
