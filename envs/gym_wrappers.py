@@ -76,6 +76,31 @@ def _parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
     raise ValueError(f"autoreset_mode must be one of {valid} (or an AutoresetMode), got {mode!r}")
 
 
+def _check_vector_seed(seed: Any, num_envs: int) -> int | list[int | None] | None:
+    """``seed`` of a vector env's reset: None, an int, or one int (or None) per sub-env."""
+    if seed is None:
+        return None
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return int(seed)
+    if not isinstance(seed, (list, tuple)):
+        raise TypeError(
+            f"seed must be an int, a list of {num_envs} ints (one per sub-env) or None, "
+            f"got {type(seed).__name__}"
+        )
+    if len(seed) != num_envs:
+        raise ValueError(
+            f"seed must hold one entry per sub-env ({num_envs}), got {len(seed)}: {list(seed)!r}"
+        )
+    for i, s in enumerate(seed):
+        if s is None:
+            continue
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"seed[{i}] must be an int in [0, 2**64) or None, got {s!r}")
+        if not 0 <= s < 2**64:  # the range torch.Generator.manual_seed takes
+            raise ValueError(f"seed[{i}] must be an int in [0, 2**64) or None, got {s!r}")
+    return [None if s is None else int(s) for s in seed]
+
+
 def _to_numpy(t: Tensor, dtype: np.dtype | type | None = None) -> np.ndarray:
     # np.array copies: returned arrays never alias the env's state tensors.
     return np.array(t.detach().cpu().numpy(), dtype=dtype, copy=True)
@@ -94,9 +119,9 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         render_mode: must be ``None``.
         **env_kwargs: constructor arguments of the named env (e.g. ``goal_range=0.5``).
 
-    Observations are float32 numpy arrays; actions anything ``np.asarray`` accepts with shape
-    ``(action_dim,)``. ``reset(seed=s)`` seeds the torch generator used for initial states;
-    ``reset(options={'task': {...}})`` also switches the task.
+    Observations are float32 numpy arrays; actions a tensor or anything ``np.asarray`` accepts
+    with shape ``(action_dim,)``, cast to ``dtype``. ``reset(seed=s)`` seeds the torch
+    generator used for initial states; ``reset(options={'task': {...}})`` also switches the task.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -203,7 +228,11 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        a = torch.as_tensor(np.asarray(action, dtype=np.float32)).to(self.device, self.dtype)
+        # Straight to the env's dtype: a float32 detour would round float64 actions.
+        if isinstance(action, Tensor):
+            a = action.to(self.device, self.dtype)
+        else:
+            a = torch.as_tensor(np.asarray(action), dtype=self.dtype, device=self.device)
         self._state, reward, terminated = self.batched_env.step(self._state, self._task, a)
         self._elapsed += 1
         truncated = self.time_limit and self._elapsed >= self.max_episode_steps
@@ -260,6 +289,12 @@ class BatchedMetaVectorEnv(VectorEnv):
     Actions are cast to ``dtype`` and moved to ``device``. ``reset(options={'reset_mask':
     mask})`` resets only the masked sub-envs; ``options={'tasks': [...]}`` switches tasks
     first.
+
+    Seeding: ``reset(seed=s)`` seeds the one generator the whole batch draws from.
+    ``reset(seed=[s_0, ..., s_{n-1}])`` (gymnasium's per-sub-env form; ``None`` entries draw
+    a seed from ``np_random``) starts sub-env ``i`` from a generator seeded ``s_i``: the
+    state :class:`SingleMetaEnv` ``.reset(seed=s_i)`` draws on the same task, whatever the
+    other seeds. Autoresets after it draw from the batch generator, seeded from the whole list.
     """
 
     def __init__(
@@ -351,26 +386,39 @@ class BatchedMetaVectorEnv(VectorEnv):
 
     # ---------------------------------------------------------------------- gymnasium API
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        if seed is not None and not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None for a batched env, got {type(seed)}")
-        super().reset(seed=seed)
+        checked = _check_vector_seed(seed, self.num_envs)
         options = dict(options or {})
         unknown = set(options) - {"tasks", "reset_mask"}
         if unknown:
             raise ValueError(
                 f"unknown reset options {sorted(unknown)}; valid: ['reset_mask', 'tasks']"
             )
+        sub_seeds: list[int] | None = None
+        if isinstance(checked, list):
+            sub_seeds = [
+                int(self.np_random.integers(0, 2**63 - 1)) if s is None else s for s in checked
+            ]
+            # One seed from the whole list for np_random and the autoreset stream, so a
+            # rerun with the same list repeats every later draw too.
+            checked = int(np.random.SeedSequence(sub_seeds).generate_state(1, np.uint64)[0])
+        super().reset(seed=checked)
         if "tasks" in options:
             self.set_tasks(options["tasks"])
-        if seed is not None:
-            self._generator.manual_seed(seed)
+        if checked is not None:
+            self._generator.manual_seed(checked)
             self._generator_seeded = True
         elif not self._generator_seeded:
             self._generator.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
             self._generator_seeded = True
-        fresh = self.batched_env.reset(self._task, self._generator)
+        if sub_seeds is None:
+            fresh = self.batched_env.reset(self._task, self._generator)
+        else:
+            fresh = self._reset_each(sub_seeds)
         mask = options.get("reset_mask")
         if mask is None or self._state is None:
             self._state = fresh
@@ -436,6 +484,16 @@ class BatchedMetaVectorEnv(VectorEnv):
         )
 
     # ---------------------------------------------------------------------------- helpers
+    def _reset_each(self, seeds: Sequence[int]) -> State:
+        """Initial states with sub-env ``i`` drawn from its own generator seeded ``seeds[i]``."""
+        generator = torch.Generator(device=self.device)
+        states = []
+        for i, s in enumerate(seeds):
+            generator.manual_seed(s)
+            task = {k: v[i] for k, v in self._task.items()}
+            states.append(self.batched_env.reset(task, generator))
+        return {k: torch.stack([state[k] for state in states]) for k in states[0]}
+
     def _where(self, mask: Tensor, a: State, b: State) -> State:
         shapes = self.batched_env.state_shapes
         return {k: torch.where(mask.view(-1, *(1,) * len(shapes[k])), a[k], b[k]) for k in shapes}

@@ -205,6 +205,17 @@ def resume_with_other_model(ctx: Context) -> None:
     Trainer.resume(run_dir, ["task.params.hidden=[16]"])
 
 
+def resume_with(override: str) -> Callable[[Context], None]:
+    def resume(ctx: Context) -> None:
+        run_dir = ctx.path("copy")
+        run_dir.mkdir(exist_ok=True)
+        for name in ("config.yaml", "checkpoint.pt"):
+            (run_dir / name).write_bytes((ctx.run_dir / name).read_bytes())
+        Trainer.resume(run_dir, [override])
+
+    return resume
+
+
 def foreign_checkpoint(ctx: Context) -> None:
     path = ctx.path("foreign.pt")
     torch.save({"model": torch.zeros(2)}, path)
@@ -221,6 +232,12 @@ def batched_env(name: str) -> Any:
     from envs import make_batched_env
 
     return make_batched_env(name)
+
+
+def vector_env_short_seed_list() -> None:
+    from envs import BatchedMetaVectorEnv
+
+    BatchedMetaVectorEnv("Navigation2D", num_envs=3).reset(seed=[1, 2])
 
 
 def navigation_step_bad_action() -> None:
@@ -437,6 +454,9 @@ CASES: list[Case] = [
          "unknown batched env 'Nope'", lambda c: batched_env("Nope")),
     Case("env-action-shape", "envs", "step with a [2, 5] action (action_dim 2)", ValueError,
          "action", lambda c: navigation_step_bad_action()),
+    Case("env-vector-seed-list", "envs", "BatchedMetaVectorEnv(num_envs=3).reset(seed=[1, 2])",
+         ValueError, "seed must hold one entry per sub-env (3), got 2",
+         lambda c: vector_env_short_seed_list()),
     # configs (esmaml.config.load_config and the builders)
     Case("cfg-unknown-key", "config", "override iteration=5", ConfigError,
          "unknown key 'iteration'; did you mean 'iterations'",
@@ -506,6 +526,11 @@ CASES: list[Case] = [
          foreign_checkpoint),
     Case("ckpt-other-model", "checkpoint", "resume with task.params.hidden=[16] (another model)",
          CheckpointError, "does not fit this run's config", resume_with_other_model),
+    Case("ckpt-pool-override", "checkpoint", "resume with task.test_pool=5 (the run has 2)",
+         ConfigError, "cannot resume with task.test_pool=5: checkpoint",
+         resume_with("task.test_pool=5")),
+    Case("ckpt-seed-override", "checkpoint", "resume with seed=9 (the run has another)",
+         ConfigError, "cannot resume with seed=9: checkpoint", resume_with("seed=9")),
     Case("ckpt-existing-run-dir", "checkpoint", "a fresh run into a directory holding a run",
          ConfigError, "already holds a run",
          lambda c: Trainer(load_config(CONFIG, TINY), c.run_dir)),

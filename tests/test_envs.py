@@ -348,6 +348,20 @@ def test_single_env_meta_interface_and_truncation() -> None:
         SingleMetaEnv("Navigation2D").step(np.zeros(2))
 
 
+def test_single_env_float64_steps_with_unrounded_actions() -> None:
+    env = SingleMetaEnv("Navigation2D", dtype=torch.float64)
+    env.reset(seed=0)  # starts at the origin
+    action = np.array([0.03, -0.07])  # float64, not representable in float32
+    assert np.float32(action[0]) != action[0]
+    env.step(action)
+    assert env.state is not None and env.state["pos"].dtype == torch.float64
+    assert env.state["pos"].tolist() == action.tolist()
+    env.step(torch.tensor([0.01, 0.01], dtype=torch.float64))  # torch actions too
+    torch.testing.assert_close(
+        env.state["pos"], torch.tensor([0.04, -0.06], dtype=torch.float64), rtol=0, atol=1e-15
+    )
+
+
 def test_make_truncation_follows_max_episode_steps() -> None:
     env = gymnasium.make("esmaml/Navigation2D-v0")
     assert env.spec is not None and env.spec.max_episode_steps == 100
@@ -630,6 +644,47 @@ def test_seeding_is_deterministic(name: str) -> None:
     b, _ = vec.reset(seed=3)
     assert np.array_equal(a, b) and o1b.shape == (env.observation_dim,)
     assert vec.sample_tasks(4, seed=2) == vec.sample_tasks(4, seed=2)
+
+
+def test_vector_reset_takes_one_seed_per_sub_env() -> None:
+    # gymnasium's per-sub-env form (what rollout_gym passes): sub-env i starts where a single
+    # env reset with seed[i] starts, whatever the other seeds are.
+    vec = BatchedMetaVectorEnv("MetaPendulum", num_envs=4)
+    seeds = [11, 12, 13, 11]
+    first, _ = vec.reset(seed=seeds)
+    again, _ = vec.reset(seed=seeds)
+    assert np.array_equal(first, again)
+    assert np.array_equal(first[0], first[3])  # equal seeds, equal starts
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[1], first[2])
+    others, _ = vec.reset(seed=[11, 99, 98, 97])
+    assert np.array_equal(others[0], first[0]) and not np.allclose(others[1], first[1])
+    for i, (s, task) in enumerate(zip(seeds, vec.get_tasks())):
+        single = SingleMetaEnv("MetaPendulum", task=task)
+        assert np.array_equal(single.reset(seed=s)[0], first[i])
+    # Later draws (autoresets) repeat too: the whole stream follows the list.
+    actions = np.zeros((4, 1), np.float32)
+
+    def run() -> list[np.ndarray]:
+        vec.reset(seed=seeds)
+        return [vec.step(actions)[0] for _ in range(vec.max_episode_steps + 2)]
+
+    assert all(np.array_equal(a, b) for a, b in zip(run(), run()))
+    # np integers count as ints; None entries are drawn from np_random
+    assert np.array_equal(vec.reset(seed=[np.int64(s) for s in seeds])[0], first)
+    mixed, _ = vec.reset(seed=[11, None, None, 13])
+    assert np.array_equal(mixed[0], first[0]) and np.array_equal(mixed[3], first[2])
+
+
+def test_vector_reset_rejects_bad_seeds() -> None:
+    vec = BatchedMetaVectorEnv("MetaPendulum", num_envs=4)
+    with pytest.raises(ValueError, match=r"seed must hold one entry per sub-env \(4\), got 3"):
+        vec.reset(seed=[1, 2, 3])
+    with pytest.raises(TypeError, match=r"seed\[1\] must be an int in \[0, 2\*\*64\) or None"):
+        vec.reset(seed=[1, 2.5, 3, 4])
+    with pytest.raises(ValueError, match=r"seed\[3\] must be an int in \[0, 2\*\*64\).*-4"):
+        vec.reset(seed=[1, 2, 3, -4])
+    with pytest.raises(TypeError, match=r"seed must be an int, a list of 4 ints.*got str"):
+        vec.reset(seed="1")
 
 
 # ------------------------------------------------------------------------------- CUDA

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from esmaml.adaptation import (
     ESGradientAdaptation,
@@ -26,6 +26,7 @@ from esmaml.adaptation import (
 )
 from esmaml.adaptation.base import AdaptationOperator
 from esmaml.meta import ESMAML, FirstOrderESMAML, evaluate_adaptation
+from esmaml.meta.base import load_optimizer_state
 from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks
 
 F64 = torch.float64
@@ -561,3 +562,19 @@ def test_default_generator_follows_torch_manual_seed() -> None:
     for cls in (ESMAML, FirstOrderESMAML):
         assert torch.equal(one_step(1, cls), one_step(1, cls))
         assert not torch.equal(one_step(1, cls), one_step(2, cls))
+
+
+def test_load_optimizer_state_keeps_the_configured_hyperparameters() -> None:
+    """Moments and step counts come from the state; lr and betas stay the optimizer's own."""
+    torch.manual_seed(0)
+    param = nn.Parameter(torch.randn(4))
+    trained = torch.optim.Adam([param], lr=0.1, betas=(0.8, 0.9))
+    for _ in range(3):
+        trained.zero_grad()
+        param.square().sum().backward()
+        trained.step()
+    fresh = torch.optim.Adam([param], lr=0.01)
+    load_optimizer_state(fresh, trained.state_dict())
+    assert fresh.param_groups[0]["lr"] == 0.01 and fresh.param_groups[0]["betas"] == (0.9, 0.999)
+    for key, value in trained.state[param].items():
+        torch.testing.assert_close(fresh.state[param][key], value, rtol=0, atol=0)

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from esmaml.cli import main
-from esmaml.config import load_config
+from esmaml.config import ConfigError, load_config
 from esmaml.logging.metrics import WALL_CLOCK_FIELDS, read_metrics
 from esmaml.training.checkpoint import (
     CHECKPOINT,
@@ -240,6 +240,30 @@ def test_sigint_checkpoints_and_exits_130(tmp_path: Path) -> None:
     assert checkpoint_iteration(run_dir) == len(rows)
 
 
+def test_sigint_in_the_last_iteration_finishes_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    trainer = Trainer(load_config(CONFIG, TINY), run_dir)
+    iterations = trainer.config.iterations
+    step = trainer.learner.step
+    calls = []
+
+    def step_then_interrupt(tasks: Any) -> Any:
+        calls.append(None)
+        if len(calls) == iterations:
+            signal.raise_signal(signal.SIGINT)  # handled before this iteration completes
+        return step(tasks)
+
+    monkeypatch.setattr(trainer.learner, "step", step_then_interrupt)
+    summary = trainer.train()  # no SystemExit: nothing is left to resume
+    assert trainer._stop_signal == signal.SIGINT  # the signal did arrive
+    assert summary["iterations"] == iterations
+    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == iterations
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == iterations
+    assert checkpoint_iteration(run_dir) == iterations
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(
     tmp_path: Path, tiny_reference: list[dict[str, Any]]
 ) -> None:
@@ -298,6 +322,52 @@ def test_resume_with_override_extends_the_run(
     # Iteration 3 was evaluated either way (evaluation.every=4), so nothing differs.
     assert comparable(read_metrics(run_dir / "metrics.jsonl")) == comparable(tiny_reference)
     assert load_config(run_dir / "config.yaml").iterations == 6  # saved for the next resume
+
+
+def test_resume_refuses_other_task_pool_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    tiny_run(run_dir, "iterations=2")  # task.train_pool=-1, task.test_pool=8
+    saved = (run_dir / "config.yaml").read_text()
+    checkpoint = str(run_dir / CHECKPOINT)
+    with pytest.raises(ConfigError) as raised:
+        Trainer.resume(run_dir, ["task.test_pool=20"])
+    assert str(raised.value) == (
+        f"cannot resume with task.test_pool=20: checkpoint {checkpoint!r} holds "
+        "task.test_pool=8 (a run keeps its seed and task pools); resume with the checkpoint's "
+        "values or start a new run"
+    )
+    both = r"task\.train_pool=5, task\.test_pool=3: .* holds task\.train_pool=-1, task\.test_pool=8"
+    with pytest.raises(ConfigError, match=both):
+        Trainer.resume(run_dir, ["task.train_pool=5", "task.test_pool=3"])
+    assert main(["train", "--resume", str(run_dir), "task.train_pool=5"]) == 2
+    assert "holds task.train_pool=-1" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == saved  # the refused override is not saved
+    # The checkpoint's own values are fine.
+    assert Trainer.resume(run_dir, ["task.test_pool=8", "iterations=3"]).start_iteration == 2
+    # So is the seed: the generators come back from the checkpoint, so another would only
+    # move the evaluation tasks.
+    with pytest.raises(ConfigError, match=r"cannot resume with seed=7: .* holds seed=0"):
+        Trainer.resume(run_dir, ["seed=7"])
+    assert Trainer.resume(run_dir, ["seed=0"]).start_iteration == 2
+
+
+def test_resume_applies_a_new_learning_rate(tmp_path: Path) -> None:
+    """The optimizer's moments come back from the checkpoint, its hyperparameters from the
+    config: resuming with optimizer.lr lowers the rate (torch's load_state_dict alone would
+    restore the old one)."""
+    run_dir = tmp_path / "run"
+    tiny_run(run_dir, "iterations=2")
+    stored = Trainer.resume(run_dir).learner.optimizer
+    assert stored.param_groups[0]["lr"] == load_config(run_dir / "config.yaml").optimizer.lr
+    resumed = Trainer.resume(run_dir, ["optimizer.lr=0.00123"]).learner.optimizer
+    assert resumed.param_groups[0]["lr"] == 0.00123
+    assert len(resumed.state) == len(stored.state) == 1  # the moments were restored
+    (moments,) = resumed.state.values()
+    (expected,) = stored.state.values()
+    for key, value in expected.items():
+        torch.testing.assert_close(moments[key], value, rtol=0, atol=0)
 
 
 def test_fresh_run_refuses_an_existing_run_dir(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from esmaml.rl import (
     RLFamily,
     RunningStats,
     rollout,
+    rollout_gym,
 )
 from esmaml.rl import family as family_module
 
@@ -182,6 +183,47 @@ def test_rollout_four_corners_returns_are_per_step_sums() -> None:
         env, policy, params, {"goal": goals}, {"pos": start}, horizon, lambda obs: obs, 1e-5
     )
     assert lengths == [horizon] * (n * episodes)  # FourCorners never terminates
+
+
+def test_rollout_gym_on_the_batched_vector_env_seeds_every_episode() -> None:
+    # rollout_gym resets its vector env with one seed per sub-env; episode e of row i must start
+    # where a single env reset with seed seeds[i] * 1000 + e starts.
+    env = envs.MetaPendulum()
+    policy = MLPPolicy(
+        env.observation_dim, env.action_dim, (), "tanh", env.action_low, env.action_high
+    )
+    generator = torch.Generator().manual_seed(0)
+    n, episodes, horizon = 3, 2, 20
+    params = 0.5 * torch.randn(n, policy.num_params, generator=generator)
+    params[1] = params[0]
+    task_params = env.sample_task_params(n, generator)
+    task_params = {k: torch.stack([v[0], v[0], v[2]]) for k, v in task_params.items()}
+    seeds = [5, 5, 6]
+    result = rollout_gym(
+        lambda k: envs.BatchedMetaVectorEnv(env, k),
+        policy,
+        params,
+        envs.params_to_tasks(task_params),
+        episodes=episodes,
+        horizon=horizon,
+        seeds=seeds,
+        chunk=4,  # 6 episodes: a second, padded chunk
+    )
+    assert torch.equal(result.episode_returns[1], result.episode_returns[0])  # same seeds
+    assert not torch.allclose(result.episode_returns[2], result.episode_returns[0])
+    single = envs.SingleMetaEnv(env)
+    starts: dict[str, list[Tensor]] = {}
+    for i in range(n):
+        for e in range(episodes):
+            single.reset(seed=seeds[i] * 1000 + e)
+            for k, v in (single.state or {}).items():
+                starts.setdefault(k, []).append(v)
+    initial = {k: torch.stack(v).view(n, episodes) for k, v in starts.items()}
+    expected = rollout(
+        env, policy, params, task_params, episodes=episodes, horizon=horizon, initial_state=initial
+    )
+    torch.testing.assert_close(result.episode_returns, expected.episode_returns)
+    assert result.steps == expected.steps == n * episodes * horizon
 
 
 # -------------------------------------------------------------------- common random numbers

@@ -228,6 +228,26 @@ def test_family_mujoco_loss_shares_seeds_per_task_id() -> None:
         family.loss(params[:, 1:], tasks, ids)
 
 
+def test_family_mujoco_horizon_beyond_the_registered_time_limit() -> None:
+    # The ids are registered with a 200-step TimeLimit; a longer horizon must not be cut by it.
+    assert gymnasium.spec(CHEETAH).max_episode_steps == 200
+    family = RLFamily("HalfCheetahForwardBackward", horizon=230, normalize_observations=False)
+    tasks = family.sample_tasks(1, generator=torch.Generator().manual_seed(0))
+    params = torch.zeros(1, family.num_params)
+    family.loss(params, tasks, torch.zeros(1, dtype=torch.long))
+    assert family.env_steps == 230
+    # A limit set in env_params is the user's: it still ends the episodes.
+    capped = RLFamily(
+        "HalfCheetahForwardBackward",
+        env_params={"max_episode_steps": 50},
+        horizon=60,
+        normalize_observations=False,
+    )
+    capped.loss(params, tasks, torch.zeros(1, dtype=torch.long))
+    assert capped.env_steps == 50
+    assert RLFamily(CHEETAH, env_params={"max_episode_steps": 40}).horizon == 40
+
+
 @pytest.mark.slow
 def test_esmaml_train_halfcheetah_smoke_writes_env_steps(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

@@ -80,6 +80,21 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path: Path) -> None:
     assert changed == ["meta_objective", "grad_norm", "perturbed_mean"]
 
 
+def test_train_and_test_evaluations_differ_without_pools(tmp_path: Path) -> None:
+    # Without pools both splits draw fresh tasks; they must not draw the same ones.
+    config = load_config(SINE, [*SMALL, "task.train_pool=-1", "task.test_pool=-1"])
+    trainer = Trainer(config, tmp_path / "run")
+    test = trainer.evaluate()
+    train = trainer.evaluate(split="train")
+    assert not torch.equal(test.pre, train.pre) and not torch.equal(test.post, train.post)
+    key = "eval_pre_adaptation"  # what train_eval_* and eval_* report
+    assert test.summary("eval")[key] != train.summary("eval")[key]
+    # Each split is still the same evaluation every time.
+    for split, first in (("test", test), ("train", train)):
+        again = trainer.evaluate(split=split)
+        assert torch.equal(again.pre, first.pre) and torch.equal(again.post, first.post), split
+
+
 # --------------------------------------------------------------------------------------------
 # the command line
 

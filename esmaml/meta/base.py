@@ -39,6 +39,20 @@ class MetaLearner(abc.ABC):
         return 1
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Restore ``optimizer``'s moments and step counts from ``state`` but keep its own
+    hyperparameters (lr, betas, weight decay, ...). Those come from the config the optimizer was
+    built from, so resuming with ``optimizer.lr=...`` changes the learning rate; plain
+    ``Optimizer.load_state_dict`` would put the checkpoint's back."""
+    hyperparameters = [
+        {key: value for key, value in group.items() if key != "params"}
+        for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, hyperparameters):
+        group.update(own)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per-task losses before and after adaptation, plus any family metrics after it."""

@@ -29,7 +29,7 @@ from esmaml.adaptation.base import (
     num_tasks,
 )
 from esmaml.evaluators import Evaluator, LocalEvaluator, PopulationSpec, member_losses
-from esmaml.meta.base import MetaLearner
+from esmaml.meta.base import MetaLearner, load_optimizer_state
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order import (
     ZeroOrderStats,
@@ -201,4 +201,4 @@ class ESMAML(MetaLearner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             self.theta.copy_(state["theta"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from esmaml.adaptation.base import check_positive_float, check_positive_int
 from esmaml.adaptation.es_gradient import ESGradientAdaptation
-from esmaml.meta.base import MetaLearner
+from esmaml.meta.base import MetaLearner, load_optimizer_state
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order import draw_seed, es_gradient, make_generator, perturb, sample_noise
 from esmaml.zero_order.estimators import check_method, check_shaping
@@ -178,4 +178,4 @@ class FirstOrderESMAML(MetaLearner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             self.theta.copy_(state["theta"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -32,7 +32,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from esmaml.adaptation.base import check_positive_float, check_positive_int
 from esmaml.adaptation.gradient_descent import GradientDescentAdaptation
-from esmaml.meta.base import MetaLearner
+from esmaml.meta.base import MetaLearner, load_optimizer_state
 from esmaml.tasks.base import TaskFamily, Tasks, validate_tasks
 from esmaml.tasks.fewshot import import_learn2learn
 
@@ -259,5 +259,5 @@ class L2LMAML(MetaLearner):
         # Deep-copied: Optimizer.load_state_dict keeps the given moment tensors when dtype and
         # device match, so two learners loaded from one state would share (and double-update)
         # Adam's moments.
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        load_optimizer_state(self.optimizer, copy.deepcopy(state["optimizer"]))
         self.iteration = int(state["iteration"])

@@ -36,7 +36,8 @@ class RLFamily(TaskFamily):
         hidden: hidden widths of the policy (``()`` is the paper's linear policy).
         activation: hidden activation.
         episodes: episodes per (parameters, task) evaluation.
-        horizon: episode length (default: the environment's).
+        horizon: episode length (default: the environment's). MuJoCo sub-envs get it as their
+            ``max_episode_steps`` unless ``env_params`` sets one.
         normalize_observations: running observation normalisation.
         device: where torch-native environments run.
         gym_chunk: sub-environments per gymnasium vector env (MuJoCo).
@@ -96,8 +97,16 @@ class RLFamily(TaskFamily):
                 float(self.env.action_space.low.min()),
                 float(self.env.action_space.high.max()),
             )
-            default_horizon = int(gymnasium.spec(self.gym_id).max_episode_steps or 200)
+            default_horizon = int(
+                params.get("max_episode_steps")
+                or gymnasium.spec(self.gym_id).max_episode_steps
+                or 200
+            )
         self.horizon = int(horizon or default_horizon)
+        if self.gym_id is not None:
+            # make_vec otherwise wraps each sub-env in the spec's TimeLimit, which would cut a
+            # longer horizon short; a limit the user set in env_params is theirs to keep.
+            self.gym_params.setdefault("max_episode_steps", self.horizon)
         self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high)
         self.num_params = self.policy.num_params
         self.normalizer = ObservationNormalizer(

@@ -52,6 +52,9 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 WANDB_RUN_FILE = "wandb_run.json"
 EVAL_SEED_OFFSET = 1_000_000_007
+# Added for the fresh tasks of a train-split evaluation: with the test split's seed, a run
+# without task pools would evaluate both splits on the very same tasks.
+TRAIN_EVAL_TASK_OFFSET = 500_000_003
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:
@@ -188,6 +191,7 @@ class Trainer:
                 stacklevel=3,
             )
             return
+        self._check_resume_overrides(state, path)
         try:
             self.learner.load_state_dict(state["learner"])
             self.generator.set_state(state["generator"])
@@ -206,6 +210,32 @@ class Trainer:
             ) from None
         self.wandb_id = state.get("wandb_id") or self.wandb_id
         self.checkpoint_path = path
+
+    def _check_resume_overrides(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a resume whose ``seed``, ``task.train_pool`` or ``task.test_pool`` differ from
+        the checkpoint's: the run's generators and task pools are restored from it, so such an
+        override would be ignored (or, for the seed, half-applied to evaluation only)."""
+        sampler_state = state.get("sampler")
+        stored_pools = sampler_state.get("pool_sizes") if isinstance(sampler_state, dict) else None
+        stored_config = state.get("config")
+        held: dict[str, Any] = {}
+        if isinstance(stored_config, dict) and "seed" in stored_config:
+            held["seed"] = stored_config["seed"]
+        if isinstance(stored_pools, dict):
+            held.update({f"task.{split}_pool": size for split, size in stored_pools.items()})
+        configured = {
+            "seed": self.config.seed,
+            "task.train_pool": self.config.task.train_pool,
+            "task.test_pool": self.config.task.test_pool,
+        }
+        changed = [key for key in configured if key in held and held[key] != configured[key]]
+        if changed:
+            asked = ", ".join(f"{key}={configured[key]}" for key in changed)
+            kept = ", ".join(f"{key}={held[key]}" for key in changed)
+            raise ConfigError(
+                f"cannot resume with {asked}: checkpoint {str(path)!r} holds {kept} (a run keeps "
+                "its seed and task pools); resume with the checkpoint's values or start a new run"
+            )
 
     def checkpoint(self, iteration: int) -> Path:
         """Save the state after ``iteration`` completed iterations (atomic)."""
@@ -230,11 +260,12 @@ class Trainer:
         if split not in ("test", "train"):
             raise ValueError(f"split={split!r} is unknown; valid: test, train")
         n = num_tasks or config.evaluation.num_tasks
-        generator = torch.Generator().manual_seed(config.seed + EVAL_SEED_OFFSET)
+        seed = config.seed + EVAL_SEED_OFFSET
         if split == "test":
-            tasks = self.sampler.evaluation_tasks(n, generator)
+            tasks = self.sampler.evaluation_tasks(n, torch.Generator().manual_seed(seed))
         else:
             pool = self.sampler.pool("train")
+            generator = torch.Generator().manual_seed(seed + TRAIN_EVAL_TASK_OFFSET)
             tasks = (
                 {k: v[:n] for k, v in pool.items()}
                 if pool is not None
@@ -242,12 +273,13 @@ class Trainer:
             )
         adaptation = self.evaluation_adaptation
         steps = num_steps if num_steps is not None else config.evaluation.num_steps
+        # Both splits adapt with the same noise (common random numbers for the train/test gap).
         return evaluate_adaptation(
             self.family,
             adaptation,
             self.learner.parameters_flat(),
             tasks,
-            seed=config.seed + EVAL_SEED_OFFSET,
+            seed=seed,
             num_steps=steps,
         )
 
@@ -310,7 +342,8 @@ class Trainer:
 
         Checkpoints every ``checkpoint.every`` iterations and at the end; on SIGINT/SIGTERM the
         current iteration finishes, a checkpoint is written and ``SystemExit(128 + signal)`` is
-        raised (130 for Ctrl-C, 143 for SIGTERM). A second signal stops at once.
+        raised (130 for Ctrl-C, 143 for SIGTERM), unless that was the last iteration: then the
+        run ends normally. A second signal stops at once.
         """
         config = self.config
         writer = MetricsWriter(self.run_dir / METRICS_FILE, self.start_iteration)
@@ -380,7 +413,9 @@ class Trainer:
             close = getattr(self.learner, "close", None)
             if close is not None:  # e.g. ES-MAML's Ray workers
                 close()
-        if self._stop_signal is not None:
+        # A signal during the last iteration stopped nothing: the run is complete, so it ends
+        # as one (summary, exit 0) rather than as a preempted run that has nothing to resume.
+        if self._stop_signal is not None and completed < config.iterations:
             wandb.mark_preempting()
             wandb.finish(exit_code=128 + self._stop_signal)
             raise SystemExit(128 + self._stop_signal)
