@@ -131,6 +131,9 @@ class PopulationEvaluator:
         except (ObjectiveTypeError, ObjectiveShapeError):
             raise  # the objective's contract, not vmap's: sequential would fail the same way
         except Exception as error:
+            # One unbatched call first: a function that breaks the scalar-tensor contract (e.g.
+            # returns a float, which vmap reports as .item()) gets that error, not a warning.
+            first = check_objective(objective([leaf[0] for leaf in population]), self.name)
             reason = (
                 str(error).strip().splitlines()[0][:200]
                 if str(error).strip()
@@ -144,7 +147,7 @@ class PopulationEvaluator:
                 stacklevel=_user_stacklevel(),
             )
             self._resolved = "sequential"
-            return self._sequential(objective, population)
+            return self._sequential(objective, population, first=first)
         self._resolved = "vmap"
         return values
 
@@ -156,9 +159,13 @@ class PopulationEvaluator:
         values = torch.func.vmap(single, chunk_size=chunk_size)(*population)
         return values.reshape(size)
 
-    def _sequential(self, objective: Callable, population: Sequence[Tensor]) -> Tensor:
+    def _sequential(
+        self, objective: Callable, population: Sequence[Tensor], first: Tensor | None = None
+    ) -> Tensor:
+        """One call per member; ``first``, when given, is member 0's value, already computed."""
+        start = 0 if first is None else 1
         values = [
             check_objective(objective([leaf[i] for leaf in population]), self.name)
-            for i in range(population[0].shape[0])
+            for i in range(start, population[0].shape[0])
         ]
-        return torch.stack(values)
+        return torch.stack(values if first is None else [first, *values])
