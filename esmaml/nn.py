@@ -69,6 +69,23 @@ def enable_zero_order_gradients(
     return cls
 
 
+class _ModuleObjective:
+    """``functional_call`` of a module's own forward with the given parameters. A class, not a
+    closure, so a module holding its cached zero-order function can be pickled (torch.save)."""
+
+    def __init__(self, qualname: str):
+        self.__qualname__ = self.__name__ = qualname
+
+    def __call__(
+        self, params: dict[str, Tensor], module: nn.Module, /, *args: Any, **kwargs: Any
+    ) -> Tensor:
+        module.__dict__["_zero_order_inside"] = True
+        try:
+            return torch.func.functional_call(module, params, args, kwargs)
+        finally:
+            module.__dict__["_zero_order_inside"] = False
+
+
 def _module_objective(
     module: nn.Module, method: str, num_samples: int, sigma: float, options: dict[str, Any]
 ) -> ZeroOrderFunction:
@@ -82,16 +99,7 @@ def _module_objective(
         # The built-in seeded Gaussian unless the class brings its own sampler.
         sample = None if own_sample in (None, ZeroOrderGradientModule.sample) else module.sample
 
-        def objective(
-            params: dict[str, Tensor], module: nn.Module, /, *args: Any, **kwargs: Any
-        ) -> Tensor:
-            module.__dict__["_zero_order_inside"] = True
-            try:
-                return torch.func.functional_call(module, params, args, kwargs)
-            finally:
-                module.__dict__["_zero_order_inside"] = False
-
-        objective.__qualname__ = f"{type(module).__name__}.forward"
+        objective = _ModuleObjective(f"{type(module).__name__}.forward")
         cache[key] = zero_order(
             sample, method=method, argnums=0, num_samples=num_samples, sigma=sigma, **options
         )(objective)

@@ -309,6 +309,37 @@ def test_es_gradient_step_matches_hand_formula(method: str, sampling: str, shapi
     assert operator.queries_per_step == per_step
 
 
+@pytest.mark.parametrize("shaping", ["zscore", "centered_rank"])
+def test_es_gradient_shape_with_pivot_is_the_reference_estimator(shaping: str) -> None:
+    """google-research's MCBlackboxOptimizer: the pivot is shaped with the K values and the
+    weights are s_k - s_pivot; for z-scores, (f_k - f(theta)) / std of all K + 1 values."""
+    family, tasks, params, ids = quadratic_setup(members=6, num_tasks=3)
+    k, sigma, alpha = 5, 0.1, 0.05
+    operator = ESGradientAdaptation(
+        num_queries=k, sigma=sigma, step_size=alpha, shaping=shaping, shape_with_pivot=True
+    )
+    counting = CountingFamily(family)
+    adapted = operator.adapt(counting, params, tasks, ids, seed=42)
+    assert operator.queries_per_step == k + 1
+    assert counting.evaluations["adapt"] == 6 * (k + 1)
+    directions = sample_noise(
+        (3, k, params.shape[-1]), generator=make_generator(42), dtype=params.dtype
+    )[ids]
+    plus = family.loss(
+        params.unsqueeze(-2) + sigma * directions, tasks, ids[:, None], phase="adapt"
+    )
+    pivot = family.loss(params, tasks, ids, phase="adapt")
+    joint = torch.cat([plus, pivot[:, None]], -1)
+    if shaping == "zscore":
+        scale = joint.std(-1, unbiased=False, keepdim=True)
+        weights = (plus - pivot[:, None]) / scale / sigma
+    else:
+        ranks = joint.argsort(-1).argsort(-1).to(joint.dtype) / k - 0.5
+        weights = (ranks[:, :k] - ranks[:, k:]) / sigma
+    expected = params - alpha * (weights.unsqueeze(-1) * directions).sum(-2) / k
+    torch.testing.assert_close(adapted, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_es_gradient_several_steps_chain_single_steps() -> None:
     family, tasks, params, ids = quadratic_setup()
     operator = ESGradientAdaptation(4, 0.1, 0.1, num_steps=3, method="antithetic", shaping="none")
@@ -419,6 +450,9 @@ def test_identity_returns_theta() -> None:
         (lambda: ESGradientAdaptation(method="central"), "method"),
         (lambda: ESGradientAdaptation(shaping="rank"), "shaping"),
         (lambda: ESGradientAdaptation(num_steps=-1), "num_steps"),
+        (lambda: ESGradientAdaptation(shape_with_pivot=True, shaping="none"), "shape_with_pivot"),
+        (lambda: ESGradientAdaptation(shape_with_pivot=True, method="naive"), "shape_with_pivot"),
+        (lambda: ESGradientAdaptation(shape_with_pivot=1), "shape_with_pivot"),
         (lambda: HillClimbingAdaptation(mode="best"), "mode"),
         (lambda: HillClimbingAdaptation(evaluations=0), "evaluations"),
         (lambda: GradientDescentAdaptation(lr=-1.0), "lr"),

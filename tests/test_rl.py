@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 import envs
 from esmaml.adaptation.es_gradient import ESGradientAdaptation
+from esmaml.adaptation.hill_climbing import HillClimbingAdaptation
 from esmaml.meta.es_maml import ESMAML
 from esmaml.rl import (
     MLPPolicy,
@@ -672,3 +673,72 @@ def test_cuda_loss_equals_cpu_loss(env: str) -> None:
     torch.testing.assert_close(losses["cuda"][0], losses["cpu"][0], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(losses["cuda"][1], losses["cpu"][1], rtol=1e-9, atol=1e-9)
     assert losses["cuda"][2] == losses["cpu"][2]
+
+
+def test_hill_climbing_average_mode_gives_each_evaluation_its_own_rollouts() -> None:
+    """MetaPendulum draws start states per task id: the m evaluations of one point must not
+    share them, or the average costs m queries and removes no noise."""
+    family = RLFamily("MetaPendulum", normalize_observations=False, horizon=20)
+    tasks = family.sample_tasks(2, generator=torch.Generator().manual_seed(1))
+    theta = torch.randn(family.num_params, generator=torch.Generator().manual_seed(2)) * 0.5
+    scored: list[Tensor] = []
+    loss = family.loss
+
+    def spy(params: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        scored.append(loss(params, *args, **kwargs))
+        return scored[-1]
+
+    family.loss = spy  # type: ignore[method-assign]
+    operator = HillClimbingAdaptation(num_queries=3, sigma=0.1, mode="average", evaluations=4)
+    adapted = operator.adapt(family, theta.expand(2, -1), tasks, torch.arange(2), seed=123)
+    assert len(scored) == 4 and all(values.shape == (2, 4) for values in scored)
+    for values in scored:  # the same parameters on different start states
+        assert values.std(-1).min() > 1.0
+    # The same seed repeats every rollout.
+    again = operator.adapt(family, theta.expand(2, -1), tasks, torch.arange(2), seed=123)
+    torch.testing.assert_close(again, adapted, rtol=0, atol=0)
+
+
+def test_first_order_meta_directions_do_not_reuse_the_adaptation_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPU randn builds normals from the same uniforms rand gives: meta directions drawn from
+    the adaptation rollouts' seed were an exact function of the adaptation start angles
+    (r^2 = -2 log(1 - u) with the angle (2u - 1) pi), which makes theta' depend on them."""
+    from esmaml.adaptation import ESGradientAdaptation
+    from esmaml.meta import first_order as first_order_module
+    from esmaml.meta.first_order import FirstOrderESMAML
+
+    family = RLFamily("MetaPendulum", normalize_observations=False, horizon=5)
+    adaptation = ESGradientAdaptation(num_queries=4, sigma=0.1, step_size=0.05)
+    learner = FirstOrderESMAML(
+        family,
+        adaptation,
+        num_perturbations=4,
+        tasks_per_iteration=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    tasks = family.sample_tasks(4, generator=torch.Generator().manual_seed(1))
+    seen: dict[str, Tensor] = {}
+    reset, sample_noise = family.env.reset, first_order_module.sample_noise
+
+    def spy_reset(task: Any, generator: Any = None) -> Any:
+        state = reset(task, generator)
+        seen.setdefault("angles", state["th"].clone())  # the first reset: adaptation queries
+        return state
+
+    def spy_noise(*args: Any, **kwargs: Any) -> Tensor:
+        seen["directions"] = sample_noise(*args, **kwargs)
+        return seen["directions"]
+
+    monkeypatch.setattr(family.env, "reset", spy_reset)
+    monkeypatch.setattr(first_order_module, "sample_noise", spy_noise)
+    deviations = []
+    for seed in range(20):
+        seen.clear()
+        learner.meta_gradient(tasks, seed)
+        flat = seen["directions"].reshape(-1)
+        angle = seen["angles"][0, 0]
+        predicted = -2 * torch.log1p(-((angle / torch.pi + 1) / 2))
+        deviations.append(float((flat[0] ** 2 + flat[8] ** 2 - predicted).abs()))
+    assert max(deviations) > 0.1  # with the shared stream: below 1e-5 for every seed

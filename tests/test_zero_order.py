@@ -513,9 +513,9 @@ def test_shaped_forward_needs_no_baseline_evaluation(quadratic, shaping: str) ->
         return f(x)
 
     options = {"num_samples": 8, "sigma": 0.2, "seed": 3, "shaping": shaping}
-    forward = zero_order(
-        method="forward", batch="population", value="population_mean", **options
-    )(counted)
+    forward = zero_order(method="forward", batch="population", value="population_mean", **options)(
+        counted
+    )
     naive = zero_order(method="naive", batch="population", value="population_mean", **options)(f)
     (forward_grad,) = torch.autograd.grad(forward(theta), theta)
     assert calls == [8]  # the population only: no [1, D] baseline call
@@ -1224,3 +1224,62 @@ def test_first_forward_gradient_is_accurate_unlike_torchopt() -> None:
     their_grad = flat_cat(zo_grad(theirs, params, fmodel, x, y, wrt=params))
     assert cosine(their_grad, exact) < 0.5  # the known defect; ours must not share it
     assert float(their_grad.norm() / exact.norm()) < 0.01
+
+
+def test_none_leaves_pass_through_as_in_torchopt(quadratic) -> None:
+    """A bias-less layer's ``{'w': w, 'b': None}``: None is not perturbed and gets no gradient
+    (TorchOpt's optree drops it); a differentiated argument of only None still has no tensor."""
+    a, b, theta = quadratic(dim=4)
+    f = quad(a, b)
+
+    def with_none(params: dict[str, Any]) -> Tensor:
+        assert params["b"] is None
+        return f(params["w"])
+
+    make = zero_order(method="antithetic", num_samples=8, sigma=0.1, seed=4)
+    (grad,) = zo_grad(make(with_none), {"w": theta, "b": None}, wrt=[theta])
+    (expected,) = zo_grad(make(f), theta, wrt=[theta])
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="holds no tensor"):
+        make(lambda params: params["b"])({"b": None})
+
+
+def test_population_mean_keeps_the_value_dtype() -> None:
+    """The mean comes back in the values' dtype (at least float32), not cast to a float16
+    parameter's, which overflowed to inf here."""
+    theta = torch.full((3,), 3.0, dtype=torch.float16, requires_grad=True)
+
+    def loss(p: Tensor) -> Tensor:
+        return ((p.float() * 100) ** 2).sum()
+
+    fz = zero_order(
+        method="antithetic", num_samples=4, sigma=0.01, seed=0, value="population_mean"
+    )(loss)
+    value = fz(theta)
+    stats = fz.last_stats
+    assert stats is not None
+    assert value.dtype == torch.float32 and math.isfinite(float(value.detach()))
+    assert float(value.detach()) == pytest.approx(stats.mean, rel=1e-6)
+    with torch.no_grad():
+        assert fz(theta).dtype == torch.float32
+
+
+def test_auto_falls_back_when_a_later_call_cannot_be_vmapped() -> None:
+    """Whether f vmaps may depend on its other arguments: auto falls back on the first call
+    that fails, with one warning, even after earlier calls vmapped."""
+
+    def f(p: Tensor, hard: bool) -> Tensor:
+        if hard:
+            return p.square().sum() + 0 * float(p.sum())  # .item() under vmap
+        return p.square().sum()
+
+    theta = torch.randn(3, dtype=F64, requires_grad=True)
+    fz = zero_order(method="antithetic", num_samples=4, sigma=0.1, seed=0)(f)
+    zo_grad(fz, theta, False, wrt=[theta])
+    assert fz.evaluator.mode == "vmap"
+    with pytest.warns(RuntimeWarning, match="could not be vmapped"):
+        (grad,) = zo_grad(fz, theta, True, wrt=[theta])
+    assert fz.evaluator.mode == "sequential" and torch.isfinite(grad).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        zo_grad(fz, theta, True, wrt=[theta])

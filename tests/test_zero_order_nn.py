@@ -436,3 +436,30 @@ def test_deep_copy_after_use_evaluates_the_copy() -> None:
     loss.backward()
     assert original.w.grad is None and copy_.w.grad is not None
     assert float(original().detach()) == pytest.approx(3.0)
+
+
+def test_torch_save_after_use_round_trips_and_continues_the_noise_stream(tmp_path) -> None:
+    """A used module holds its zero-order function; torch.save must still work (TorchOpt's
+    does), and the loaded copy continues the same seeded noise stream."""
+    torch.manual_seed(0)
+    model = Quadratic()
+    model(torch.tensor(1.0)).backward()
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    loaded = torch.load(path, weights_only=False)
+    for module in (model, loaded):
+        module.zero_grad()
+        module(torch.tensor(1.0)).backward()
+    torch.testing.assert_close(loaded.w.grad, model.w.grad, rtol=0, atol=0)
+    assert type(loaded) is Quadratic and loaded.w.grad is not None
+
+
+def test_twin_is_reachable_from_the_zero_order_module_as_in_torchopt() -> None:
+    """torchopt.diff.zero_order exposes nn and ZeroOrderGradientModule; so does ours."""
+    assert esmaml.zero_order.ZeroOrderGradientModule is ZeroOrderGradientModule
+    assert esmaml.zero_order.nn is esmaml.nn
+    from esmaml.zero_order import ZeroOrderGradientModule as imported
+
+    assert imported is ZeroOrderGradientModule
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = esmaml.zero_order.nope

@@ -7,6 +7,10 @@ of the adaptation loss, the pivot f(theta), and the weights of the chosen estima
 shaping (ES-MAML: z-scored values). One step costs K + 1 queries with the forward estimator on
 raw values, K when the values are shaped (shaping ignores a common shift, so the pivot cancels
 and is not evaluated), and 2K for antithetic.
+
+``shape_with_pivot=True`` is the google-research reference instead (MCBlackboxOptimizer): the
+pivot is evaluated and shaped together with the K values, and ``w_k = (s_k - s_pivot) / sigma``;
+for z-scores that is ``(f_k - f(theta)) / (sigma * std(f_1..f_K, f(theta)))``. K + 1 queries.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from esmaml.zero_order.estimators import (
     check_shaping,
     es_gradient,
     perturb,
+    shape_fitness,
 )
 from esmaml.zero_order.noise import sample_noise
 
@@ -49,7 +54,8 @@ class ESTrace:
 
 
 class ESGradientAdaptation(AdaptationOperator):
-    """ES-gradient adaptation (K queries plus a pivot, shaped values, step ``step_size``)."""
+    """ES-gradient adaptation (K queries, shaped values, step ``step_size``; the pivot f(theta)
+    when the estimate uses it)."""
 
     def __init__(
         self,
@@ -63,6 +69,7 @@ class ESGradientAdaptation(AdaptationOperator):
         shaping: str = "zscore",
         dpp_oversample: int = 5,
         dpp_bandwidth: float = 0.5,
+        shape_with_pivot: bool = False,
     ):
         self.num_queries = check_positive_int("num_queries", num_queries)
         self.sigma = check_positive_float("sigma", sigma)
@@ -77,11 +84,21 @@ class ESGradientAdaptation(AdaptationOperator):
         self.shaping = check_shaping(shaping)
         self.dpp_oversample = check_positive_int("dpp_oversample", dpp_oversample)
         self.dpp_bandwidth = check_positive_float("dpp_bandwidth", dpp_bandwidth)
+        if not isinstance(shape_with_pivot, bool):
+            raise TypeError(f"shape_with_pivot must be a bool, got {shape_with_pivot!r}")
+        if shape_with_pivot and (self.method != "forward" or self.shaping == "none"):
+            raise ValueError(
+                "shape_with_pivot=True shapes the forward estimator's values together with the "
+                f"pivot: it needs method='forward' and shaping 'zscore' or 'centered_rank', got "
+                f"method={self.method!r}, shaping={self.shaping!r}"
+            )
+        self.shape_with_pivot = shape_with_pivot
 
     @property
     def evaluates_pivot(self) -> bool:
-        """Whether a step evaluates f(theta): only the forward estimator on raw values uses it."""
-        return self.method == "forward" and self.shaping == "none"
+        """Whether a step evaluates f(theta): the forward estimator on raw values, or shaped
+        together with the values (``shape_with_pivot``)."""
+        return self.method == "forward" and (self.shaping == "none" or self.shape_with_pivot)
 
     @property
     def queries_per_step(self) -> int:
@@ -127,14 +144,24 @@ class ESGradientAdaptation(AdaptationOperator):
             pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=pivot_generator)
         else:
             pivot = values.mean(-1)  # the estimate does not use f(theta): spend no query on it
-        gradient = es_gradient(
-            directions,
-            values,
-            method=self.method,
-            sigma=self.sigma,
-            baseline=pivot,
-            shaping=self.shaping,
-        )
+        if self.shape_with_pivot:
+            joint = shape_fitness(torch.cat([values, pivot.unsqueeze(-1)], -1), self.shaping)
+            gradient = es_gradient(
+                directions,
+                joint[..., :-1],
+                method="forward",
+                sigma=self.sigma,
+                baseline=joint[..., -1],
+            )
+        else:
+            gradient = es_gradient(
+                directions,
+                values,
+                method=self.method,
+                sigma=self.sigma,
+                baseline=pivot,
+                shaping=self.shaping,
+            )
         return ESTrace(directions, values, pivot, gradient)
 
     def step(

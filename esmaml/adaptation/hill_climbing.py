@@ -60,10 +60,8 @@ class HillClimbingAdaptation(AdaptationOperator):
         task_ids: Tensor,
         generator: torch.Generator,
     ) -> Tensor:
-        """Loss of ``candidates [*B, m, D]`` -> ``[*B, m]``."""
-        return family.loss(
-            candidates, tasks, task_ids.unsqueeze(-1), phase="adapt", generator=generator
-        )
+        """Loss of ``candidates [*B, m, D]`` on ``task_ids [*B, 1 or m]`` -> ``[*B, m]``."""
+        return family.loss(candidates, tasks, task_ids, phase="adapt", generator=generator)
 
     def step(
         self, family: TaskFamily, params: Tensor, tasks: Tasks, task_ids: Tensor, seed: int
@@ -79,26 +77,35 @@ class HillClimbingAdaptation(AdaptationOperator):
             device=params.device,
             dtype=params.dtype,
         )[task_ids]
+        if self.mode == "average" and m > 1:
+            # Evaluation j of a point runs on copy j of its task (id + j n): a family that draws
+            # start states per task id (RL) then gives the m evaluations their own rollouts.
+            # On one task id they would be identical, and averaging would cost m times the
+            # queries and remove no noise.
+            n = num_tasks(tasks)
+            score_tasks = {k: v.repeat(m, *([1] * (v.ndim - 1))) for k, v in tasks.items()}
+            score_ids = task_ids.unsqueeze(-1) + n * torch.arange(m, device=task_ids.device)
+        else:
+            score_tasks, score_ids = tasks, task_ids.unsqueeze(-1)
         best = params
         repeats = m if self.mode == "average" else 1
         best_loss = self._score(
             family,
             best.unsqueeze(-2).expand(*best.shape[:-1], repeats, best.shape[-1]),
-            tasks,
-            task_ids,
+            score_tasks,
+            score_ids,
             rollout_generator,
         ).mean(-1)
         for k in range(self.num_queries):
             proposals = best.unsqueeze(-2) + self.sigma * directions[..., k, :, :]  # [*B, r, D]
-            if self.mode == "average":
+            if self.mode == "average":  # the round's one proposal, evaluated m times
                 proposals = proposals.expand(*best.shape[:-1], m, best.shape[-1])
-                losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
+            losses = self._score(family, proposals, score_tasks, score_ids, rollout_generator)
+            if self.mode == "average":
                 candidate, candidate_loss = proposals[..., 0, :], losses.mean(-1)
             elif per_round == 1:  # one proposal per round: it is the round's best
-                losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
                 candidate, candidate_loss = proposals[..., 0, :], losses[..., 0]
             else:
-                losses = self._score(family, proposals, tasks, task_ids, rollout_generator)
                 candidate_loss, index = losses.min(-1)
                 candidate = torch.gather(
                     proposals, -2, index[..., None, None].expand(*index.shape, 1, best.shape[-1])

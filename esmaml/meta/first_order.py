@@ -77,9 +77,7 @@ class FirstOrderESMAML(MetaLearner):
         self._tasks = check_positive_int("tasks_per_iteration", tasks_per_iteration)
         self.hessian_correction = bool(hessian_correction)
         # Without a generator, seed one from torch's global RNG so torch.manual_seed applies.
-        self.generator = (
-            generator if generator is not None else make_generator(draw_seed(), "cpu")
-        )
+        self.generator = generator if generator is not None else make_generator(draw_seed(), "cpu")
         initial = family.init_params(self.generator) if init_params is None else init_params
         self.theta = nn.Parameter(initial.detach().clone().to(family.device))
         self.optimizer = (optimizer or (lambda p: torch.optim.SGD(p, lr=0.01)))([self.theta])
@@ -100,7 +98,11 @@ class FirstOrderESMAML(MetaLearner):
         for index in range(adaptation.num_steps):
             trace = adaptation.trace(self.family, adapted, tasks, ids, seed + 7919 * index)
             adapted = adapted - adaptation.step_size * trace.gradient
-        generator = make_generator(seed + 1, theta.device)
+        # Streams of one iteration: adaptation step k draws directions from seed + 7919 k and
+        # rollouts from seed + 7919 k + 1; queries use seed + 2 and meta directions seed + 3.
+        # Meta directions on seed + 1 would be a function of the first adaptation's start
+        # states (CPU randn and rand share their uniforms), biasing the estimate at theta'.
+        generator = make_generator(seed + 3, theta.device)
         directions = sample_noise(
             (n, self.num_perturbations, theta.shape[-1]),
             kind=self.sampling,

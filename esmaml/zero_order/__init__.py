@@ -41,12 +41,14 @@ __all__ = [
     "PopulationEvaluator",
     "ZeroOrder",
     "ZeroOrderFunction",
+    "ZeroOrderGradientModule",
     "ZeroOrderStats",
     "draw_seed",
     "es_gradient",
     "estimator_weights",
     "gaussian_noise",
     "make_generator",
+    "nn",
     "noise_from_seed",
     "orthogonal_noise",
     "perturb",
@@ -55,6 +57,20 @@ __all__ = [
     "shape_fitness",
     "zero_order",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # As in torchopt.diff.zero_order: the module twin lives beside the decorator. Imported on
+    # first use, because esmaml.nn imports this package.
+    if name == "nn":
+        import esmaml.nn
+
+        return esmaml.nn
+    if name == "ZeroOrderGradientModule":
+        from esmaml.nn import ZeroOrderGradientModule
+
+        return ZeroOrderGradientModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

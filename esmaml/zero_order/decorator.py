@@ -148,10 +148,13 @@ class _Leaves:
                 )
             slots: list[int | None] = []
             for leaf in leaves:
+                if leaf is None:  # an absent entry (a bias-less layer): passed through
+                    slots.append(None)
+                    continue
                 if not isinstance(leaf, Tensor):
                     raise TypeError(
                         f"argument {num} of {name} holds a {type(leaf).__name__} leaf; every leaf "
-                        "of a differentiated argument must be a tensor"
+                        "of a differentiated argument must be a tensor (or None)"
                     )
                 if not (leaf.is_floating_point() and leaf.requires_grad):
                     slots.append(None)  # frozen: passed through unperturbed
@@ -235,7 +238,7 @@ class _Call:
             stats = owner.last_stats
             assert stats is not None
             values = stats.values
-            return grads, values[torch.isfinite(values)].mean().to(leaves[0].dtype)
+            return grads, _finite_mean(values)
         # A population of one means f(theta) to a population-mode function (ES-MAML averages
         # it over all tasks), so there the centre keeps its own call; vmapped and sequential
         # members are independent, so the centre is one more member of the same call.
@@ -249,7 +252,7 @@ class _Call:
         stats = owner.last_stats
         assert stats is not None
         values = stats.values
-        return grads, values[torch.isfinite(values)].mean().to(leaves[0].dtype)
+        return grads, _finite_mean(values)
 
     def estimate(
         self, leaves: Sequence[Tensor], value: Tensor | None = None, *, with_center: bool
@@ -323,6 +326,12 @@ class _Call:
             pieces = total.split([z[0].numel() for z in noise])
             return [piece.view(z.shape[1:]) for piece, z in zip(pieces, noise)], value
         return [_weighted_sum(weights, z) for z in noise], value
+
+
+def _finite_mean(values: Tensor) -> Tensor:
+    """The ``population_mean`` value: the mean of the finite sampled values, in their dtype
+    (at least float32, as recorded), never cast down to a low-precision parameter dtype."""
+    return values[torch.isfinite(values)].mean()
 
 
 def _as_value(value: Tensor) -> Tensor:

@@ -93,8 +93,9 @@ def check_objective(value: object, where: str) -> Tensor:
 class PopulationEvaluator:
     """Evaluates ``objective(leaves) -> scalar`` on M perturbed copies of the leaves.
 
-    ``auto`` tries torch.func.vmap and, if the objective cannot be vmapped (data-dependent
-    control flow, in-place ops, an external simulator), warns once and stays sequential.
+    ``auto`` tries torch.func.vmap and, the first time the objective cannot be vmapped
+    (data-dependent control flow, in-place ops, an external simulator), warns once and stays
+    sequential, also when earlier calls (other arguments) did vmap.
     """
 
     def __init__(self, batch: BatchMode = "auto", chunk_size: int | None = None, name: str = "f"):
@@ -105,7 +106,8 @@ class PopulationEvaluator:
 
     @property
     def mode(self) -> BatchMode:
-        """The mode in use: ``auto`` resolves on the first evaluation."""
+        """The mode in use: ``auto`` reads ``vmap`` until a call cannot be vmapped, then
+        ``sequential`` for good."""
         return self._resolved or self.batch
 
     def __call__(
@@ -113,7 +115,7 @@ class PopulationEvaluator:
     ) -> Tensor:
         """``population``: per-leaf tensors ``[M, *leaf_shape]`` -> values ``[M]``."""
         size = population[0].shape[0]
-        if self._resolved == "vmap":
+        if self.batch == "vmap":
             return self._vmap(objective, population, size)
         if self._resolved == "sequential":
             return self._sequential(objective, population)

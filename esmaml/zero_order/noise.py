@@ -115,7 +115,9 @@ def noise_from_seed(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Regenerate the directions that ``seed`` names, on ``device``: the same seed, device and
-    shape give the same tensor wherever it is called."""
+    """Regenerate the directions that ``seed`` names, on ``device``: the same seed, shape,
+    device and dtype give the same tensor wherever it is called. The dtype matters beyond
+    rounding (torch draws different numbers per dtype): pass the promoted dtype of the leaves
+    the ``zero_order`` call differentiated."""
     generator = make_generator(seed, device)
     return sample_noise(shape, kind=kind, generator=generator, device=device, dtype=dtype)
