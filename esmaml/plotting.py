@@ -168,6 +168,13 @@ def _meta_objective_figure(runs: list[RunData]) -> Any:
     return figure
 
 
+def _split_words(runs: list[RunData]) -> str:
+    """Which tasks the eval.json curves are on: ``esmaml evaluate --split`` (test by default)."""
+    splits = sorted({(run.evaluation or {}).get("split", "test") for run in runs})
+    names = {"test": "held-out", "train": "train-task"}
+    return " and ".join(names.get(split, split) for split in splits)
+
+
 def _steps_figure(runs: list[RunData]) -> Any:
     from matplotlib.figure import Figure
 
@@ -182,11 +189,13 @@ def _steps_figure(runs: list[RunData]) -> Any:
         if not points:
             continue
         steps, means, stds = zip(*points)
+        split = (run.evaluation or {}).get("split", "test")
+        label = run.label if split == "test" else f"{run.label} ({split} split)"
         ax.errorbar(
-            steps, means, yerr=stds, color=f"C{index % 10}", marker="o", capsize=3, label=run.label
+            steps, means, yerr=stds, color=f"C{index % 10}", marker="o", capsize=3, label=label
         )
     ax.set_xlabel("adaptation steps")
-    ax.set_ylabel("held-out loss after adaptation (mean ± std over tasks)")
+    ax.set_ylabel(f"{_split_words(runs)} loss after adaptation (mean ± std over tasks)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     figure.suptitle(_title("Loss vs adaptation steps (esmaml evaluate)", runs), fontsize="medium")
@@ -253,7 +262,8 @@ def plot_runs(
             _save(
                 _steps_figure(with_curve),
                 out / "adaptation_steps.png",
-                "held-out post-adaptation loss against the adaptation steps (eval.json)",
+                f"{_split_words(with_curve)} post-adaptation loss against the adaptation steps "
+                "(eval.json)",
                 with_curve,
                 command,
             )

@@ -86,6 +86,12 @@ def test_plot_several_runs_into_out(runs: list[Path], tmp_path: Path) -> None:
     steps_caption = (out / "adaptation_steps.txt").read_text()
     assert f"seed0: {runs[0].resolve()}" in steps_caption
     assert f"seed1: {runs[1].resolve()}" not in steps_caption
+    assert "held-out post-adaptation loss" in steps_caption
+    # A train-split evaluation is not labelled held-out.
+    assert main(["evaluate", str(runs[0]), "--steps", "0", "1", "--split", "train"]) == 0
+    assert main(["plot", str(runs[0]), "--out", str(tmp_path / "train")]) == 0
+    train_caption = (tmp_path / "train" / "adaptation_steps.txt").read_text()
+    assert "train-task post-adaptation loss" in train_caption and "held-out" not in train_caption
 
 
 def test_plot_writes_beside_the_runs_by_default(runs: list[Path]) -> None:

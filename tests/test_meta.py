@@ -290,6 +290,33 @@ def test_es_maml_step_metrics() -> None:
     assert metrics["grad_norm"] == pytest.approx(float(learner.theta.grad.norm()))
 
 
+@pytest.mark.parametrize(
+    ("method", "shaping"), [("forward", "none"), ("forward", "zscore"), ("antithetic", "none")]
+)
+def test_es_maml_queries_count_every_rollout(method: str, shaping: str) -> None:
+    """The reported queries are the family's evaluations, f(theta) included: the forward
+    estimator on raw values adapts and scores theta on every task for its baseline."""
+    family, tasks, theta = setup()
+    evaluated: list[int] = []
+    loss = family.loss
+
+    def counted_loss(params: Tensor, tasks: Tasks, task_ids: Tensor, **kwargs) -> Tensor:
+        evaluated.append(math.prod(torch.broadcast_shapes(params.shape[:-1], task_ids.shape)))
+        return loss(params, tasks, task_ids, **kwargs)
+
+    family.loss = counted_loss  # type: ignore[method-assign]
+    adaptation = ESGradientAdaptation(3, 0.1, 0.1, method="forward")
+    learner = es_maml(
+        family, adaptation, theta, num_perturbations=6, method=method, shaping=shaping
+    )
+    metrics = learner.step(tasks)
+    counted = sum(evaluated)
+    assert metrics["queries"] == counted
+    members = 12 if method == "antithetic" else 6
+    center = NUM_TASKS if (method, shaping) == ("forward", "none") else 0
+    assert counted == (members + center) * (adaptation.queries + 1)
+
+
 def nan_on_task_zero(params: Tensor, ids: Tensor, values: Tensor) -> Tensor:
     return torch.where(ids == 0, torch.nan, values)
 
@@ -554,8 +581,13 @@ def test_default_generator_follows_torch_manual_seed() -> None:
     def one_step(seed: int, cls: type) -> Tensor:
         torch.manual_seed(seed)
         adaptation = ESGradientAdaptation(3, 0.1, 0.1, method="antithetic", shaping="none")
-        learner = cls(family, adaptation, num_perturbations=4, init_params=theta,
-                      tasks_per_iteration=NUM_TASKS)
+        learner = cls(
+            family,
+            adaptation,
+            num_perturbations=4,
+            init_params=theta,
+            tasks_per_iteration=NUM_TASKS,
+        )
         learner.step(tasks)
         return learner.parameters_flat()
 

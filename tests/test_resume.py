@@ -351,6 +351,12 @@ def test_resume_refuses_other_task_pool_sizes(
     with pytest.raises(ConfigError, match=r"cannot resume with seed=7: .* holds seed=0"):
         Trainer.resume(run_dir, ["seed=7"])
     assert Trainer.resume(run_dir, ["seed=0"]).start_iteration == 2
+    # Fewer iterations than the checkpoint completed would rewrite config.yaml and the summary.
+    saved = (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"iterations=1: .* has already completed 2"):
+        Trainer.resume(run_dir, ["iterations=1"])
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert Trainer.resume(run_dir, ["iterations=2"]).start_iteration == 2
 
 
 def test_resume_applies_a_new_learning_rate(tmp_path: Path) -> None:

@@ -177,6 +177,9 @@ class ESMAML(MetaLearner):
         stats: ZeroOrderStats | None = self.meta_loss.last_stats
         assert stats is not None
         evaluations = stats.num_evaluations
+        if self.meta_loss.method == "forward" and self.meta_loss.shaping == "none":
+            # f(theta), the forward estimator's baseline, adapted and scored on every task.
+            evaluations += num_tasks(tasks)
         return {
             "meta_objective": float(loss.detach()),
             "grad_norm": grad_norm,

@@ -212,9 +212,10 @@ class Trainer:
         self.checkpoint_path = path
 
     def _check_resume_overrides(self, state: dict[str, Any], path: Path) -> None:
-        """Refuse a resume whose ``seed``, ``task.train_pool`` or ``task.test_pool`` differ from
-        the checkpoint's: the run's generators and task pools are restored from it, so such an
-        override would be ignored (or, for the seed, half-applied to evaluation only)."""
+        """Refuse a resume with fewer ``iterations`` than the checkpoint completed, or whose
+        ``seed``, ``task.train_pool`` or ``task.test_pool`` differ from the checkpoint's: the
+        run's generators and task pools are restored from it, so such an override would be
+        ignored (or, for the seed, half-applied to evaluation only)."""
         sampler_state = state.get("sampler")
         stored_pools = sampler_state.get("pool_sizes") if isinstance(sampler_state, dict) else None
         stored_config = state.get("config")
@@ -228,6 +229,13 @@ class Trainer:
             "task.train_pool": self.config.task.train_pool,
             "task.test_pool": self.config.task.test_pool,
         }
+        done = state.get("iteration")
+        if isinstance(done, int) and self.config.iterations < done:
+            raise ConfigError(
+                f"cannot resume with iterations={self.config.iterations}: checkpoint "
+                f"{str(path)!r} has already completed {done}; give iterations >= {done} "
+                "(more to extend the run)"
+            )
         changed = [key for key in configured if key in held and held[key] != configured[key]]
         if changed:
             asked = ", ".join(f"{key}={configured[key]}" for key in changed)
