@@ -5,7 +5,10 @@ Measures, in one run (env-steps/s = sub-env transitions per second of wall time)
 1. ``gymnasium.make_vec(id, num_envs, vectorization_mode='vector_entry_point')`` (one batched
    torch env; numpy in/out, and torch in/out on ``--device``) stepping random actions;
 2. ``gymnasium.make_vec(id, num_envs, vectorization_mode='sync')`` (``num_envs`` single envs in
-   a Python loop) on the same kind of actions, over fewer steps;
+   a Python loop) on the same kind of actions, over fewer steps. The single form is the same
+   torch implementation at batch size 1 (the issue's baseline); for Navigation2D the run also
+   times a SyncVectorEnv of a plain-numpy single Navigation2D with the same dynamics, i.e. what a
+   hand-written gymnasium env would cost, and prints the speed-up over that too;
 3. the raw functional API with a linear policy in the loop: parameters ``[population, D]``,
    ``tasks`` tasks each, ``horizon`` steps, actions by ``torch.bmm``.
 
@@ -82,6 +85,31 @@ def linear_policy_rollout(
     return run
 
 
+class NumpyNavigation2D(gymnasium.Env):
+    """Navigation2D as a plain-numpy single gymnasium env: ``p' = clip(p + clip(a, +-0.1), -1,
+    1)``, reward ``-||p' - goal||^2``, terminated within 0.1 of the goal, 100 steps."""
+
+    def __init__(self) -> None:
+        self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-0.1, 0.1, (2,), np.float32)
+        self.goal = np.zeros(2, np.float32)
+        self.pos = np.zeros(2, np.float32)
+        self.steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self.goal = self.np_random.uniform(-1.0, 1.0, 2).astype(np.float32)
+        self.pos = np.zeros(2, np.float32)
+        self.steps = 0
+        return self.pos.copy(), {}
+
+    def step(self, action: np.ndarray):  # type: ignore[override]
+        self.pos = np.clip(self.pos + np.clip(action, -0.1, 0.1), -1.0, 1.0).astype(np.float32)
+        reward = -float(np.square(self.pos - self.goal).sum())
+        self.steps += 1
+        return self.pos.copy(), reward, reward >= -0.01, self.steps >= 100, {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -142,6 +170,11 @@ def main() -> None:
     secs_sync = time_vector_env(sync, np_actions[: args.sync_steps], torch.device("cpu"), 1)
     rows.append(("make_vec sync (SyncVectorEnv)", n, args.sync_steps, secs_sync))
     sync.close()
+    if args.env == "Navigation2D":
+        numpy_sync = gymnasium.vector.SyncVectorEnv([NumpyNavigation2D] * n)
+        secs_np = time_vector_env(numpy_sync, np_actions[: args.sync_steps], torch.device("cpu"), 1)
+        rows.append(("SyncVectorEnv of a plain-numpy Navigation2D", n, args.sync_steps, secs_np))
+        numpy_sync.close()
 
     # 3. raw functional API + linear policy via bmm
     env = envs.make_batched_env(args.env)
@@ -181,6 +214,13 @@ def main() -> None:
         f"{rates['make_vec vector_entry_point (numpy)'] / sync_rate:,.0f}x (numpy), "
         f"{rates[rows[1][0]] / sync_rate:,.0f}x (torch) [target >= 300x]"
     )
+    numpy_rate = rates.get("SyncVectorEnv of a plain-numpy Navigation2D")
+    if numpy_rate is not None:
+        print(
+            "speed-up over a SyncVectorEnv of a plain-numpy Navigation2D: "
+            f"{rates['make_vec vector_entry_point (numpy)'] / numpy_rate:,.0f}x (numpy), "
+            f"{rates[rows[1][0]] / numpy_rate:,.0f}x (torch)"
+        )
 
 
 if __name__ == "__main__":
