@@ -144,24 +144,18 @@ class ESGradientAdaptation(AdaptationOperator):
             pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=pivot_generator)
         else:
             pivot = values.mean(-1)  # the estimate does not use f(theta): spend no query on it
-        if self.shape_with_pivot:
+        scored, baseline, shaping = values, pivot, self.shaping
+        if self.shape_with_pivot:  # shape [values, pivot] together, then the forward weights
             joint = shape_fitness(torch.cat([values, pivot.unsqueeze(-1)], -1), self.shaping)
-            gradient = es_gradient(
-                directions,
-                joint[..., :-1],
-                method="forward",
-                sigma=self.sigma,
-                baseline=joint[..., -1],
-            )
-        else:
-            gradient = es_gradient(
-                directions,
-                values,
-                method=self.method,
-                sigma=self.sigma,
-                baseline=pivot,
-                shaping=self.shaping,
-            )
+            scored, baseline, shaping = joint[..., :-1], joint[..., -1], "none"
+        gradient = es_gradient(
+            directions,
+            scored,
+            method=self.method,
+            sigma=self.sigma,
+            baseline=baseline,
+            shaping=shaping,  # type: ignore[arg-type]
+        )
         return ESTrace(directions, values, pivot, gradient)
 
     def step(

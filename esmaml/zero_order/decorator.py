@@ -234,25 +234,20 @@ class _Call:
             owner.method == "forward" and owner.shaping == "none"
         )
         if not needs_center:
-            grads, _ = self.estimate(leaves, with_center=False)
-            stats = owner.last_stats
-            assert stats is not None
-            values = stats.values
-            return grads, _finite_mean(values)
-        # A population of one means f(theta) to a population-mode function (ES-MAML averages
-        # it over all tasks), so there the centre keeps its own call; vmapped and sequential
-        # members are independent, so the centre is one more member of the same call.
-        if owner.evaluator.mode == "population":
+            grads, center = self.estimate(leaves, with_center=False)
+        elif owner.evaluator.mode == "population":
+            # A population of one means f(theta) to a population-mode function (ES-MAML
+            # averages it over all tasks), so there the centre keeps its own call.
             center = self.center(leaves)
             grads, _ = self.estimate(leaves, center, with_center=False)
-        else:
-            grads, center = self.estimate(leaves, None, with_center=True)
+        else:  # vmapped or sequential members are independent: the centre is member 0
+            grads, center = self.estimate(leaves, with_center=True)
         if owner.value == "center":
+            assert center is not None
             return grads, center
         stats = owner.last_stats
         assert stats is not None
-        values = stats.values
-        return grads, _finite_mean(values)
+        return grads, _finite_mean(stats.values)
 
     def estimate(
         self, leaves: Sequence[Tensor], value: Tensor | None = None, *, with_center: bool
