@@ -177,7 +177,7 @@ class ESMAML(MetaLearner):
         stats: ZeroOrderStats | None = self.meta_loss.last_stats
         assert stats is not None
         evaluations = stats.num_evaluations
-        if self.meta_loss.method == "forward" and self.meta_loss.shaping == "none":
+        if self.meta_loss.evaluates_center:
             # f(theta), the forward estimator's baseline, adapted and scored on every task.
             evaluations += num_tasks(tasks)
         return {

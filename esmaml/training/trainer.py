@@ -216,14 +216,12 @@ class Trainer:
         ``seed``, ``task.train_pool`` or ``task.test_pool`` differ from the checkpoint's: the
         run's generators and task pools are restored from it, so such an override would be
         ignored (or, for the seed, half-applied to evaluation only)."""
-        sampler_state = state.get("sampler")
-        stored_pools = sampler_state.get("pool_sizes") if isinstance(sampler_state, dict) else None
-        stored_config = state.get("config")
-        held: dict[str, Any] = {}
-        if isinstance(stored_config, dict) and "seed" in stored_config:
-            held["seed"] = stored_config["seed"]
-        if isinstance(stored_pools, dict):
-            held.update({f"task.{split}_pool": size for split, size in stored_pools.items()})
+        stored = state.get("config")
+        stored = stored if isinstance(stored, dict) else {}
+        stored_task = stored.get("task") if isinstance(stored.get("task"), dict) else {}
+        held = {"seed": stored.get("seed")} | {
+            f"task.{key}": stored_task.get(key) for key in ("train_pool", "test_pool")
+        }
         configured = {
             "seed": self.config.seed,
             "task.train_pool": self.config.task.train_pool,
@@ -236,7 +234,7 @@ class Trainer:
                 f"{str(path)!r} has already completed {done}; give iterations >= {done} "
                 "(more to extend the run)"
             )
-        changed = [key for key in configured if key in held and held[key] != configured[key]]
+        changed = [key for key in configured if held[key] not in (None, configured[key])]
         if changed:
             asked = ", ".join(f"{key}={configured[key]}" for key in changed)
             kept = ", ".join(f"{key}={held[key]}" for key in changed)

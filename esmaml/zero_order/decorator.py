@@ -229,11 +229,7 @@ class _Call:
         """The estimate and the returned value: f(theta) (``value='center'``) or the mean of the
         finite sampled values (``value='population_mean'``)."""
         owner = self.owner
-        # Shaped forward values do not use f(theta) (see estimator_weights): no evaluation.
-        needs_center = owner.value == "center" or (
-            owner.method == "forward" and owner.shaping == "none"
-        )
-        if not needs_center:
+        if not owner.evaluates_center:
             grads, center = self.estimate(leaves, with_center=False)
         elif owner.evaluator.mode == "population":
             # A population of one means f(theta) to a population-mode function (ES-MAML
@@ -430,6 +426,13 @@ class ZeroOrderFunction:
     def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Tensor]:
         # Decorating a method: bind like a function would.
         return self if instance is None else functools.partial(self.__call__, instance)
+
+    @property
+    def evaluates_center(self) -> bool:
+        """Whether an estimate evaluates f(theta): to return it (``value='center'``) or as the
+        forward estimator's baseline on raw values (shaped values ignore it, see
+        estimator_weights)."""
+        return self.value == "center" or (self.method == "forward" and self.shaping == "none")
 
     def sample_directions(self, leaves: Sequence[Tensor]) -> tuple[int | None, list[Tensor]]:
         """Unit-variance directions ``[N, *leaf.shape]`` per leaf, on each leaf's device/dtype."""
