@@ -1,20 +1,27 @@
-"""Meta-RL results: run the committed RL configs and write results/rl.md and the figures.
+"""Meta-RL results: train the committed RL configs, keep their data, render results/rl.md + figures.
 
-    .venv/bin/python scripts/rl_results.py --run            # train every run, then report
-    .venv/bin/python scripts/rl_results.py                  # report from existing run dirs
+    .venv/bin/python scripts/rl_results.py --run     # train every run, write results/data/rl/
+    .venv/bin/python scripts/rl_results.py           # render from results/data/rl/ alone
     .venv/bin/python scripts/rl_results.py --run --only nav2d_es four_corners_hc
 
-Each run is the command recorded in the table (``WANDB_MODE=disabled OMP_NUM_THREADS=1
-.venv/bin/esmaml train CONFIG [overrides] --run-dir runs/rl/NAME``), run one at a time. One
-intra-op thread: on this shared 2-core machine torch's second thread stalls on the small ops of a
-rollout (benchmarks/es_maml_iteration.py measures both). The trainer evaluates on the held-out
-test pool every ``evaluation.every`` iterations, after the iteration; the point at iteration 0
-(env steps 0) is the same evaluation of the initial meta-parameters, computed here by building
-the run's Trainer from its config.yaml (the same seed, so the same initial theta and tasks)
-without training. Wall clock is the whole ``esmaml train`` process (evaluations included).
+``--run`` trains each run with its own command (``WANDB_MODE=disabled OMP_NUM_THREADS=1
+.venv/bin/esmaml train CONFIG --run-dir runs/rl/NAME``), one after another, then writes one small
+JSON per run to results/data/rl/NAME.json: the resolved config, the held-out evaluations
+(iteration, training env steps, time_s, queries, pre and post return and the post return's
+standard deviation over tasks), the final summary, and provenance (git commit and whether the tree
+was dirty, python/torch/platform, thread count, the exact command, load average before and after,
+dates, process wall and CPU seconds). The default (no flag) renders results/rl.md,
+results/nav2d.png, results/four_corners.png and results/halfcheetah_fb.png from those files alone,
+so it works in a fresh clone; rendering is deterministic (no clock, no machine state, no PNG
+timestamp).
 
-Outputs: results/rl.md (table and the paper's claims checked against these runs),
-results/nav2d.png, results/four_corners.png, results/halfcheetah_fb.png.
+One intra-op thread: on this shared 2-core machine torch's second thread stalls on the small ops
+of a rollout (benchmarks/es_maml_iteration.py measures both). The trainer evaluates on the
+held-out test pool every ``evaluation.every`` iterations, after the iteration; the point at
+iteration 0 (env steps 0) is the same evaluation of the initial meta-parameters, computed at
+``--run`` time by building the run's Trainer from its config.yaml (the same seed, so the same
+initial theta and tasks) without training. Wall clock in the table is the whole ``esmaml train``
+process (evaluations included); it depends on the machine and its load, the returns do not.
 """
 
 from __future__ import annotations
@@ -22,18 +29,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs" / "rl"
+RUNS = ROOT / "runs" / "rl"  # git-ignored scratch: run dirs with checkpoints
 RESULTS = ROOT / "results"
-INFO = "rl_results.json"  # written by this script into each run dir
+DATA = RESULTS / "data" / "rl"  # committed: one JSON per run
+SCRIPT = ".venv/bin/python scripts/rl_results.py"
+THREADS = 1
+ENV = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(THREADS)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,10 @@ class Run:
     name: str
     group: str  # figure: nav2d, four_corners, halfcheetah_fb
     config: str
-    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / self.name
 
     @property
     def adaptation(self) -> str:
@@ -49,9 +67,10 @@ class Run:
 
     @property
     def command(self) -> str:
-        parts = [".venv/bin/esmaml", "train", self.config, *self.overrides]
-        parts += ["--run-dir", f"runs/rl/{self.name}"]
-        return "WANDB_MODE=disabled OMP_NUM_THREADS=1 " + shlex.join(parts)
+        """The command, as run from the repository root."""
+        env = " ".join(f"{key}={value}" for key, value in ENV.items())
+        argv = [".venv/bin/esmaml", "train", self.config, "--run-dir", f"runs/rl/{self.name}"]
+        return f"{env} {shlex.join(argv)}"
 
 
 RUN_SPECS = [
@@ -61,7 +80,6 @@ RUN_SPECS = [
     Run("four_corners_hc", "four_corners", "configs/four_corners_hc.yaml"),
     Run("halfcheetah_fb_es", "halfcheetah_fb", "configs/halfcheetah_fb_es.yaml"),
 ]
-NUM_TEST_TASKS = 50  # evaluation.num_tasks of the 2-D configs (HalfCheetah: 10)
 NOTES = [
     "## Notes",
     "",
@@ -83,262 +101,474 @@ TITLES = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# --run: train, then write results/data/rl/NAME.json
+# ---------------------------------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def code_state() -> dict[str, Any]:
+    """The commit of the code that runs and the paths that differ from it (results/ excluded:
+    this script's own outputs)."""
+    dirty = git("status", "--porcelain", "--", ".", ":(exclude)results").splitlines()
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(dirty),
+        "dirty_paths": dirty,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    import esmaml
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "intra_op_threads": THREADS,
+        "esmaml_imported_from": str(Path(esmaml.__file__).parent),
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train(run: Run) -> dict[str, Any]:
+    """One ``esmaml train`` in a fresh run dir; returns its timing context."""
+    if run.run_dir.exists():
+        shutil.rmtree(run.run_dir)  # runs/rl is this script's (git-ignored) scratch
+    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The esmaml of this interpreter's venv, running this checkout's code (PYTHONPATH first).
+    argv = [str(Path(sys.executable).parent / "esmaml"), *shlex.split(run.command)[3:]]
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **ENV, "PYTHONPATH": pythonpath}
+    print(f"[{run.name}] {run.command}", flush=True)
+    started, load_before = now(), os.getloadavg()
+    cpu_before, clock = children_cpu(), time.perf_counter()
+    log = run.run_dir.parent / f"{run.name}.log"
+    with log.open("w") as out:
+        process = subprocess.run(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall, cpu = time.perf_counter() - clock, children_cpu() - cpu_before
+    if process.returncode != 0:
+        sys.exit(f"[{run.name}] failed with exit code {process.returncode}; see {log}")
+    timing = {
+        "argv": argv,
+        "env": {**ENV, "PYTHONPATH": pythonpath},
+        "started": started,
+        "finished": now(),
+        "process_s": wall,
+        "cpu_s": cpu,
+        "load_before": list(load_before),
+        "load_after": list(os.getloadavg()),
+    }
+    print(f"[{run.name}] done in {wall:.0f} s ({cpu:.0f} s CPU)", flush=True)
+    return timing
+
+
 def initial_evaluation(run_dir: Path) -> dict[str, float]:
     """The trainer's held-out evaluation of the run's initial meta-parameters."""
+    import torch
+
     from esmaml.config import load_config
     from esmaml.training.trainer import Trainer
 
+    torch.set_num_threads(THREADS)
     config = load_config(str(run_dir / "config.yaml"), ["wandb.mode=disabled"])
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(config, Path(scratch) / "init")
-        return trainer.evaluate().summary("eval")
+        return Trainer(config, Path(scratch) / "init").evaluate().summary("eval")
 
 
-def train(run: Run) -> None:
-    run_dir = RUNS / run.name
-    if (run_dir / "metrics.jsonl").exists():
-        raise SystemExit(f"{run_dir} already holds a run; delete it to rerun {run.name}")
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    parts = shlex.split(run.command.split(" ", 2)[2])
-    print(f"$ {run.command}", flush=True)
-    started = time.perf_counter()
-    with open(RUNS / f"{run.name}.log", "w") as log:
-        subprocess.run(parts, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    wall = time.perf_counter() - started
-    info = {
-        "command": run.command,
-        "wall_clock_s": wall,
-        "load_average": os.getloadavg(),
-        "initial_eval": initial_evaluation(run_dir),
-    }
-    (run_dir / INFO).write_text(json.dumps(info, indent=2))
-    print(f"  {run.name}: {wall:.0f} s", flush=True)
+def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The run's data file: config, held-out evaluations, final numbers, provenance."""
+    import yaml
 
-
-def read(run: Run) -> dict | None:
-    run_dir = RUNS / run.name
-    if not (run_dir / INFO).exists():
-        return None
-    info = json.loads((run_dir / INFO).read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # (iteration, env steps, pre return, post return, std over tasks of the post return)
-    curve = []
-    for iteration, row in [(0, {**info["initial_eval"], "env_steps_total": 0.0})] + [
-        (row["iteration"] + 1, row) for row in rows if "eval_return_pre_adaptation" in row
-    ]:
-        curve.append(
-            (
-                iteration,
-                row["env_steps_total"],
-                row["eval_return_pre_adaptation"],
-                row["eval_return_post_adaptation"],
-                row["eval_post_adaptation_std"],
-            )
-        )
+    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
+    initial.update(queries_total=0.0, env_steps_total=0.0)
+    points = [initial] + [r for r in rows if "eval_return_post_adaptation" in r]
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    summary["run_dir"] = f"runs/rl/{run.name}"
     return {
-        "info": info,
-        "iterations": rows[-1]["iteration"] + 1,
-        "env_steps": rows[-1]["env_steps_total"],
-        "train_time_s": rows[-1]["time_s"],
-        "curve": curve,
+        "name": run.name,
+        "group": run.group,
+        "adaptation": run.adaptation,
+        "config_file": run.config,
+        "command": run.command,
+        "config": yaml.safe_load((run.run_dir / "config.yaml").read_text()),
+        "final": summary,
+        "evals": {  # held-out test pool; iteration = meta-iterations done
+            "iteration": [p["iteration"] + 1 for p in points],
+            "env_steps_total": [p["env_steps_total"] for p in points],  # training rollouts
+            "time_s": [p["time_s"] for p in points],
+            "queries_total": [p["queries_total"] for p in points],
+            "pre": [p["eval_return_pre_adaptation"] for p in points],
+            "post": [p["eval_return_post_adaptation"] for p in points],
+            "post_std": [p["eval_post_adaptation_std"] for p in points],
+        },
+        "provenance": {**provenance, **timing},
     }
 
 
-def plot(group: str, results: dict[str, dict]) -> Path | None:
-    import matplotlib
+def run_all(names: list[str] | None) -> None:
+    code = code_state()
+    provenance = {
+        **code,
+        "script_command": shlex.join([sys.executable, *sys.argv]),
+        **machine(),
+        "load_average_note": "os.getloadavg() (1, 5, 15 min) before and after the run",
+    }
+    if not provenance["esmaml_imported_from"].startswith(str(ROOT)):
+        sys.exit(f"esmaml imports from {provenance['esmaml_imported_from']}, not {ROOT}")
+    if code["dirty"]:
+        print(f"warning: uncommitted changes, recorded: {code['dirty_paths']}", flush=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    for run in RUN_SPECS:
+        if names and run.name not in names:
+            continue
+        record = collect(run, train(run), provenance)
+        (DATA / f"{run.name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    runs = [r for r in RUN_SPECS if r.group == group and r.name in results]
-    if not runs:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    colors = {"ES gradient": "tab:blue", "hill climbing": "tab:red"}
-    for run in runs:
-        curve = results[run.name]["curve"]
-        its, steps, pre, post, _ = zip(*curve)
-        color = colors[run.adaptation]
-        for ax, x in zip(axes, (its, steps)):
-            ax.plot(x, post, "-o", ms=3, color=color, label=f"{run.adaptation}: post-adaptation")
-            ax.plot(x, pre, "--", color=color, alpha=0.6, label=f"{run.adaptation}: pre-adaptation")
-    axes[0].set_xlabel("meta-iteration")
-    axes[1].set_xlabel("environment steps (training)")
-    axes[0].set_ylabel("held-out return (mean over test tasks)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(TITLES[group])
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    out = RESULTS / f"{group}.png"
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+# ---------------------------------------------------------------------------------------------
+# Rendering: results/data/rl/*.json -> rl.md and the figures (deterministic)
+# ---------------------------------------------------------------------------------------------
+
+
+class Point(NamedTuple):
+    iteration: int
+    env_steps: float
+    pre: float
+    post: float
+    post_std: float
+
+
+def points(record: dict[str, Any]) -> list[Point]:
+    e = record["evals"]
+    columns = (e["iteration"], e["env_steps_total"], e["pre"], e["post"], e["post_std"])
+    return [Point(*values) for values in zip(*columns)]
+
+
+def num_tasks(record: dict[str, Any]) -> int:
+    return int(record["config"]["evaluation"]["num_tasks"])
+
+
+def env_name(record: dict[str, Any]) -> str:
+    return TITLES[record["group"]].split(",")[0]
+
+
+def code_line(records: list[dict[str, Any]]) -> str:
+    """The commit(s) of the runs, with the dirty flag, from their data files."""
+    states = {(r["provenance"]["commit"], r["provenance"]["dirty"]) for r in records}
+    parts = []
+    for commit, dirty in sorted(states):
+        names = [r["name"] for r in records if r["provenance"]["commit"] == commit]
+        tree = "uncommitted changes" if dirty else "clean tree"
+        who = "" if len(states) == 1 else f" ({', '.join(names)})"
+        parts.append(f"commit `{commit[:12]}` ({tree}){who}")
+    return "; ".join(parts)
+
+
+def caption(label: str, text: str, records: list[dict[str, Any]]) -> str:
+    """A table's or figure's caption: what it shows, the commands and configs, the commit."""
+    env = " ".join(f"{key}={value}" for key, value in ENV.items())
+    configs = ", ".join(f"{r['name']}: `{r['config_file']}`" for r in records)
+    return (
+        f"*{label}. {text} Produced by `{SCRIPT} --run` at {code_line(records)}, which ran "
+        f"`{env} .venv/bin/esmaml train CONFIG --run-dir runs/rl/NAME` for each NAME: CONFIG "
+        f"({configs}), one after another; re-rendered by `{SCRIPT}` from "
+        "`results/data/rl/NAME.json` (resolved config, curve, provenance).*"
+    )
+
+
+def load_data(data_dir: Path) -> dict[str, dict[str, Any]]:
+    records = {}
+    for run in RUN_SPECS:
+        file = data_dir / f"{run.name}.json"
+        if file.is_file():
+            records[run.name] = json.loads(file.read_text())
+    if not records:
+        sys.exit(f"no data under {data_dir}: run `{SCRIPT} --run` first")
+    return records
 
 
 def fmt(x: float) -> str:
     return f"{x:.1f}" if abs(x) < 1e4 else f"{x:.3g}"
 
 
-def table(results: dict[str, dict]) -> str:
+def plot(group: str, records: list[dict[str, Any]], out: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2, sharey=True)
+    colors = {"ES gradient": "tab:blue", "hill climbing": "tab:red"}
+    for record in records:
+        curve, adaptation = points(record), record["adaptation"]
+        color = colors[adaptation]
+        for axis, x in zip(axes, ([p.iteration for p in curve], [p.env_steps for p in curve])):
+            axis.plot(
+                x,
+                [p.post for p in curve],
+                "-o",
+                ms=3,
+                color=color,
+                label=f"{adaptation}: post-adaptation",
+            )
+            axis.plot(
+                x,
+                [p.pre for p in curve],
+                "--",
+                color=color,
+                alpha=0.6,
+                label=f"{adaptation}: pre-adaptation",
+            )
+    axes[0].set_xlabel("meta-iteration")
+    axes[1].set_xlabel("environment steps (training)")
+    axes[0].set_ylabel("held-out return (mean over test tasks)")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle(TITLES[group])
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.savefig(out, dpi=120, metadata={"Software": None})
+
+
+def table(records: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| env | adaptation | iterations | env steps | wall clock | pre start | post start "
         "| pre end | post end | best post (iteration) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in RUN_SPECS:
-        if run.name not in results:
-            continue
-        r = results[run.name]
-        curve = r["curve"]
-        best = max(curve[1:], key=lambda c: c[3])
+    for r in records.values():
+        curve = points(r)
+        best = max(curve[1:], key=lambda p: p.post)
         lines.append(
-            f"| {TITLES[run.group].split(',')[0]} | {run.adaptation} | {r['iterations']} | "
-            f"{r['env_steps'] / 1e6:.1f}M | {r['info']['wall_clock_s'] / 60:.1f} min | "
-            f"{fmt(curve[0][2])} | {fmt(curve[0][3])} | {fmt(curve[-1][2])} | "
-            f"{fmt(curve[-1][3])} | {fmt(best[3])} ({best[0]}) |"
+            f"| {env_name(r)} | {r['adaptation']} | {r['final']['iterations']} | "
+            f"{r['final']['env_steps_total'] / 1e6:.1f}M | "
+            f"{r['provenance']['process_s'] / 60:.1f} min | {fmt(curve[0].pre)} | "
+            f"{fmt(curve[0].post)} | {fmt(curve[-1].pre)} | {fmt(curve[-1].post)} | "
+            f"{fmt(best.post)} ({best.iteration}) |"
         )
-    lines.append("")
-    lines.append("Commands (from the repository root):")
-    lines.append("")
-    for run in RUN_SPECS:
-        if run.name in results:
-            lines.append(f"    {results[run.name]['info']['command']}")
-    return "\n".join(lines)
+    return lines
 
 
-def _end(curve: list[tuple]) -> str:
-    _, _, _, post, std = curve[-1]
-    return f"{fmt(post)} ± {std / NUM_TEST_TASKS**0.5:.1f}"
+def timing_table(records: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        "| run | command | train s (time_s) | process s | CPU s | load before | load after "
+        "| started (UTC) | finished (UTC) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, r in records.items():
+        p = r["provenance"]
+        lines.append(
+            f"| {name} | `{r['command']}` | {r['final']['time_s']:.0f} | {p['process_s']:.0f} | "
+            f"{p['cpu_s']:.0f} | {p['load_before'][0]:.2f} | {p['load_after'][0]:.2f} | "
+            f"{p['started']} | {p['finished']} |"
+        )
+    return lines
 
 
-def claims(results: dict[str, dict]) -> str:
+def end(record: dict[str, Any]) -> str:
+    last = points(record)[-1]
+    return f"{fmt(last.post)} ± {last.post_std / num_tasks(record) ** 0.5:.1f}"
+
+
+def claims(records: dict[str, dict[str, Any]]) -> list[str]:
     """The paper's claims, judged on these runs (one seed each)."""
     out = ["## The paper's claims, checked on these runs", ""]
-    es, hc = results.get("four_corners_es"), results.get("four_corners_hc")
+    es, hc = records.get("four_corners_es"), records.get("four_corners_hc")
     if es and hc:
-        es_c, hc_c = es["curve"], hc["curve"]
-        es_mean = sum(c[3] for c in es_c) / len(es_c)
-        hc_mean = sum(c[3] for c in hc_c) / len(hc_c)
-        wins = sum(h[3] > e[3] for h, e in zip(hc_c, es_c))
-        supported = hc_c[-1][3] > es_c[-1][3] and hc_mean > es_mean
+        es_c, hc_c = points(es), points(hc)
+        es_mean = sum(p.post for p in es_c) / len(es_c)
+        hc_mean = sum(p.post for p in hc_c) / len(hc_c)
+        wins = sum(h.post > e.post for h, e in zip(hc_c, es_c))
+        supported = hc_c[-1].post > es_c[-1].post and hc_mean > es_mean
         out += [
             "1. **Hill climbing explores better than ES-gradient on the sparse FourCorners** - "
             + ("supported" if supported else "not supported")
             + " here. Held-out post-adaptation return at the end: hill climbing "
-            f"{_end(hc_c)} vs ES gradient {_end(es_c)} (± standard error over the "
-            f"{NUM_TEST_TASKS} test tasks); at iteration 0 {fmt(hc_c[0][3])} vs {fmt(es_c[0][3])};"
-            f" averaged over all {len(hc_c)} evaluations {fmt(hc_mean)} vs {fmt(es_mean)}; hill "
-            f"climbing ahead at {wins} of {len(hc_c)} evaluations. The pre-adaptation return is "
-            f"{fmt(es_c[-1][2])} (ES) / {fmt(hc_c[-1][2])} (HC), i.e. -4 per step: the "
-            "meta-policy alone stays outside every goal disc, so all reward comes from what the "
-            "adaptation step finds. The per-step cost is -4 outside the disc, so -400 means no "
-            "signal at all and higher means more time inside the goal's radius-2 disc. The "
-            "operators spend about the same queries per adaptation (ES: 20 directions, whose "
-            "z-scored values need no pivot; HC: the pivot and 20 proposals), and the gap is "
-            "already there at iteration 0, so it comes from the operators' exploration, not "
-            "from meta-training.",
+            f"{end(hc)} vs ES gradient {end(es)} (± standard error over the "
+            f"{num_tasks(hc)} test tasks); at iteration 0 {fmt(hc_c[0].post)} vs "
+            f"{fmt(es_c[0].post)}; averaged over all {len(hc_c)} evaluations {fmt(hc_mean)} vs "
+            f"{fmt(es_mean)}; hill climbing ahead at {wins} of {len(hc_c)} evaluations. The "
+            f"pre-adaptation return is {fmt(es_c[-1].pre)} (ES) / {fmt(hc_c[-1].pre)} (HC), "
+            "i.e. -4 per step: the meta-policy alone stays outside every goal disc, so all "
+            "reward comes from what the adaptation step finds. The per-step cost is -4 outside "
+            "the disc, so -400 means no signal at all and higher means more time inside the "
+            "goal's radius-2 disc. The operators spend about the same queries per adaptation "
+            "(ES: 20 directions, whose z-scored values need no pivot; HC: the pivot and 20 "
+            "proposals), and the gap is already there at iteration 0, so it comes from the "
+            "operators' exploration, not from meta-training.",
             "",
         ]
     adapted = []
-    for run in RUN_SPECS:
-        if run.name in results:
-            curve = results[run.name]["curve"]
-            adapted.append((run, curve[0][3] - curve[0][2], curve[-1][3] - curve[-1][2]))
-    if adapted:
-        paper = [a for a in adapted if a[0].group != "halfcheetah_fb"]
-        small = [a for a in adapted if a[0].group == "halfcheetah_fb"]
-        ok = all(start > 0 and end > 0 for _, start, end in paper)
-        verdict = "supported" if ok else "not supported"
-        verdict += " on the 2-D tasks (paper configs)"
-        if small:
-            small_ok = all(start > 0 and end > 0 for _, start, end in small)
-            verdict += (
-                "; also on" if small_ok else "; not on"
-            ) + " the smoke-scale HalfCheetah run (K=5 ES-gradient queries, 10 tasks)"
-        out.append(
-            "2. **Linear deterministic policies adapt (post-adaptation > pre-adaptation return "
-            "on held-out tasks)** - "
-            + verdict
-            + ". Post minus pre at iteration 0 / at the end: "
-            + "; ".join(
-                f"{TITLES[r.group].split(',')[0]} {r.adaptation} {start:+.1f} / {end:+.1f}"
-                for r, start, end in adapted
-            )
-            + ". Every policy here is linear and deterministic (tanh-squashed actions)."
+    for r in records.values():
+        curve = points(r)
+        adapted.append((r, curve[0].post - curve[0].pre, curve[-1].post - curve[-1].pre))
+    paper = [a for a in adapted if a[0]["group"] != "halfcheetah_fb"]
+    small = [a for a in adapted if a[0]["group"] == "halfcheetah_fb"]
+    ok = all(start > 0 and finish > 0 for _, start, finish in paper)
+    verdict = ("supported" if ok else "not supported") + " on the 2-D tasks (paper configs)"
+    if small:
+        small_ok = all(start > 0 and finish > 0 for _, start, finish in small)
+        verdict += ("; also on" if small_ok else "; not on") + (
+            " the smoke-scale HalfCheetah run (K=5 ES-gradient queries, 10 tasks)"
         )
-        out.append("")
+    out += [
+        "2. **Linear deterministic policies adapt (post-adaptation > pre-adaptation return on "
+        "held-out tasks)** - "
+        + verdict
+        + ". Post minus pre at iteration 0 / at the end: "
+        + "; ".join(
+            f"{env_name(r)} {r['adaptation']} {start:+.1f} / {finish:+.1f}"
+            for r, start, finish in adapted
+        )
+        + ". Every policy here is linear and deterministic (tanh-squashed actions).",
+        "",
+    ]
     meta = []
-    for run in RUN_SPECS:
-        if run.name in results:
-            curve = results[run.name]["curve"]
-            best = max(curve, key=lambda c: c[3])
-            tasks = NUM_TEST_TASKS if run.group != "halfcheetah_fb" else 10
-            error = curve[-1][4] / tasks**0.5
-            if curve[-1][3] > curve[0][3] + 2 * error:
-                trend = "improved"
-            elif curve[-1][3] < curve[0][3] - 2 * error:
-                trend = "got worse"
-            else:
-                trend = "no change beyond 2 standard errors"
-            if best[3] > curve[-1][3] + 2 * error:
-                trend += f", below its best (iteration {best[0]}) by {best[3] - curve[-1][3]:.1f}"
-            meta.append(
-                f"{TITLES[run.group].split(',')[0]} {run.adaptation}: post {fmt(curve[0][3])} at "
-                f"iteration 0 -> {fmt(curve[-1][3])} ± {error:.1f} at {curve[-1][0]}, best "
-                f"{fmt(best[3])} at {best[0]} ({trend})"
+    for r in records.values():
+        curve = points(r)
+        best = max(curve, key=lambda p: p.post)
+        error = curve[-1].post_std / num_tasks(r) ** 0.5
+        if curve[-1].post > curve[0].post + 2 * error:
+            trend = "improved"
+        elif curve[-1].post < curve[0].post - 2 * error:
+            trend = "got worse"
+        else:
+            trend = "no change beyond 2 standard errors"
+        if best.post > curve[-1].post + 2 * error:
+            trend += (
+                f", below its best (iteration {best.iteration}) by {best.post - curve[-1].post:.1f}"
             )
-    if meta:
-        out += [
-            "3. **What meta-training added** (post-adaptation return of the initial vs the "
-            "meta-trained meta-policy; not a claim of the paper, but it qualifies claim 2): "
-            + "; ".join(meta)
-            + ". Most of the adaptation benefit is already there at iteration 0: the initial "
-            "meta-policy has a zero output layer (it acts at the centre of the action box), "
-            "from which one adaptation step already moves towards the goal. With the paper's "
-            "beta 0.01 and these iteration counts, meta-training itself moved the held-out "
-            "post-adaptation return little or not at all; the paper's curves ran on hundreds "
-            "of workers for far more env steps, and neither beta nor the iteration count was "
-            "tuned here beyond the budget change in the notes.",
+        meta.append(
+            f"{env_name(r)} {r['adaptation']}: post {fmt(curve[0].post)} at iteration 0 -> "
+            f"{fmt(curve[-1].post)} ± {error:.1f} at {curve[-1].iteration}, best "
+            f"{fmt(best.post)} at {best.iteration} ({trend})"
+        )
+    out += [
+        "3. **What meta-training added** (post-adaptation return of the initial vs the "
+        "meta-trained meta-policy; not a claim of the paper, but it qualifies claim 2): "
+        + "; ".join(meta)
+        + ". Most of the adaptation benefit is already there at iteration 0: the initial "
+        "meta-policy has a zero output layer (it acts at the centre of the action box), from "
+        "which one adaptation step already moves towards the goal. With the paper's beta 0.01 "
+        "and these iteration counts, meta-training itself moved the held-out post-adaptation "
+        "return little or not at all; the paper's curves ran on hundreds of workers for far "
+        "more env steps, and neither beta nor the iteration count was tuned here beyond the "
+        "budget change in the notes.",
+        "",
+    ]
+    return out + NOTES
+
+
+def render(records: dict[str, dict[str, Any]], out_dir: Path) -> None:
+    """Write ``out_dir``/rl.md and one figure per environment from the run records."""
+    everything = list(records.values())
+    first = everything[0]["provenance"]
+    lines = [
+        "# Meta-RL results: ES-MAML with ES-gradient vs hill-climbing adaptation",
+        "",
+        f"Data: `results/data/rl/*.json`, one file per run, written by `{SCRIPT} --run`; this "
+        f"file and its figures are rendered from it alone by `{SCRIPT}`. Code: "
+        f"{code_line(everything)}. Machine (from the data): {first['cpu_count']} CPU cores "
+        f"({first['cpu']}), shared with other jobs; {first['platform']}, Python "
+        f"{first['python']}, torch {first['torch']}, {first['intra_op_threads']} intra-op "
+        f"thread per run (`OMP_NUM_THREADS={first['intra_op_threads']}`).",
+        "",
+        "Returns are means over the held-out test tasks (the config's `evaluation.num_tasks`: 50 "
+        "for the 2-D tasks, 10 for HalfCheetah) of the query-phase return of the meta-policy "
+        "(pre) and of the policy after one adaptation step (post); `start` is the initial "
+        "meta-policy (iteration 0), `end` the last evaluation. Env steps count training "
+        "rollouts only (evaluations excluded). Wall clock is the whole training process on the "
+        "shared 2-core CPU (one torch thread), evaluations included: it depends on the machine "
+        "and its load, the returns and env steps do not.",
+        "",
+        *table(records),
+        "",
+        caption("Table 1", "Held-out returns at the start and end of meta-training.", everything),
+        "",
+    ]
+    figure = 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for group, title in TITLES.items():
+        members = [r for r in everything if r["group"] == group]
+        if not members:
+            continue
+        figure += 1
+        plot(group, members, out_dir / f"{group}.png")
+        lines += [
+            f"![{title}: held-out return against meta-iterations and env steps]({group}.png)",
+            "",
+            caption(
+                f"Figure {figure}",
+                f"{title}: held-out pre- and post-adaptation return (mean over "
+                f"{num_tasks(members[0])} test tasks) against meta-iterations (left) and "
+                "training env steps (right).",
+                members,
+            ),
             "",
         ]
-    return "\n".join(out + NOTES)
+    lines += claims(records)
+    lines += [
+        "",
+        "## Commands and timing context",
+        "",
+        *timing_table(records),
+        "",
+        caption(
+            "Table 2",
+            "Each run's command, its meta-training seconds (`time_s`, evaluations excluded), "
+            "whole-process wall and CPU seconds, and the 1-minute load average before and "
+            "after it.",
+            everything,
+        ),
+        "",
+    ]
+    (out_dir / "rl.md").write_text("\n".join(lines))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="store_true", help="train the runs first")
-    parser.add_argument("--only", nargs="*", help="run names (default: all)")
-    args = parser.parse_args()
-    selected = [r for r in RUN_SPECS if not args.only or r.name in args.only]
-    if args.run:
-        RUNS.mkdir(parents=True, exist_ok=True)
-        for run in selected:
-            train(run)
-    results = {r.name: data for r in RUN_SPECS if (data := read(r)) is not None}
-    if not results:
-        raise SystemExit("no finished runs under runs/rl; use --run")
-    RESULTS.mkdir(exist_ok=True)
-    figures = [p for g in TITLES if (p := plot(g, results)) is not None]
-    body = table(results)
-    (RESULTS / "rl.md").write_text(
-        "# Meta-RL results: ES-MAML with ES-gradient vs hill-climbing adaptation\n\n"
-        "Generated by `scripts/rl_results.py` from the run directories under `runs/rl/`. "
-        "Returns are means over the 50 held-out test tasks (HalfCheetah: the config's "
-        "`evaluation.num_tasks`) of the query-phase return of the meta-policy (pre) and of the "
-        "policy after one adaptation step (post); `start` is the initial meta-policy "
-        "(iteration 0), `end` the last evaluation. Env steps count training rollouts only "
-        "(evaluations excluded); wall clock is the whole training process on the shared 2-core "
-        "CPU (one torch thread), evaluations included.\n\n"
-        + body
-        + "\n\nFigures: "
-        + ", ".join(f"`results/{p.name}`" for p in figures)
-        + "\n\n"
-        + claims(results)
-        + "\n"
+    parser.add_argument(
+        "--run", action="store_true", help="train, write results/data/rl/, then render"
     )
-    print(f"wrote {RESULTS / 'rl.md'} and {len(figures)} figures", file=sys.stderr)
+    names = [run.name for run in RUN_SPECS]
+    parser.add_argument("--only", nargs="+", choices=names, help="with --run: train only these")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to render (results/)")
+    args = parser.parse_args(argv)
+    if args.run:
+        os.environ.update(ENV)
+        sys.path.insert(0, str(ROOT))  # this checkout's esmaml, whatever the venv points at
+        run_all(args.only)
+    render(load_data(DATA), args.out)
+    print(f"wrote {args.out / 'rl.md'} and its figures")
 
 
 if __name__ == "__main__":
