@@ -1,5 +1,5 @@
 """Evaluate one objective on a population of perturbed parameters: vmapped, sequential, or by a
-function that takes the population dimension itself."""
+function that takes the population dimension itself; optionally through torch.compile."""
 
 from __future__ import annotations
 
@@ -43,6 +43,42 @@ def auto_chunk_size(population: Sequence[Tensor]) -> int | None:
     return chunk if chunk < size else None
 
 
+def check_compile(compile: bool, batch: str) -> bool:
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
+    if compile and batch == "sequential":
+        raise ValueError(
+            "compile=True compiles the batched evaluation; it needs batch='auto', 'vmap' or "
+            "'population', not 'sequential'"
+        )
+    return compile
+
+
+def batched_evaluation(
+    objective: Callable[[Sequence[Tensor]], Tensor],
+    population: Sequence[Tensor],
+    *,
+    vmapped: bool,
+    chunk_size: int | None,
+) -> Tensor:
+    """The population's values ``[M]`` with no fallback logic: vmapped in chunks, or one call of
+    a population-mode function. What ``compile=True`` traces (see ``compiled.py``)."""
+    size = population[0].shape[0]
+    if not vmapped:
+        return check_population_values(objective(population), size, "the objective")
+
+    def single(*leaves: Tensor) -> Tensor:
+        return check_objective(objective(leaves), "the objective")
+
+    chunk = chunk_size or auto_chunk_size(population) or size
+    vmapped_single = torch.func.vmap(single)
+    pieces = [
+        vmapped_single(*[leaf[start : start + chunk] for leaf in population])
+        for start in range(0, size, chunk)
+    ]
+    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).reshape(size)
+
+
 def check_batch_mode(batch: str) -> BatchMode:
     if batch not in BATCH_MODES:
         raise ValueError(f"batch={batch!r} is not a batch mode; valid: {', '.join(BATCH_MODES)}")
@@ -57,7 +93,7 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     return chunk_size
 
 
-def _user_stacklevel() -> int:
+def user_stacklevel() -> int:
     """The ``warnings.warn`` stacklevel, for its caller, of the first frame outside esmaml and
     torch: the user's line that called the decorated function."""
     frame = sys._getframe(2)  # the caller of our caller is level 2
@@ -66,6 +102,12 @@ def _user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for a one-line warning."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 class ObjectiveTypeError(TypeError):
@@ -90,6 +132,17 @@ def check_objective(value: object, where: str) -> Tensor:
     return value
 
 
+def check_population_values(values: object, size: int, where: str) -> Tensor:
+    """A population-mode function must return one value per member: shape ``(size,)``."""
+    if not isinstance(values, Tensor) or tuple(values.shape) != (size,):
+        got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ObjectiveShapeError(
+            f"with batch='population', {where} must return a tensor of shape ({size},), one "
+            f"value per population member, got {got}"
+        )
+    return values
+
+
 class PopulationEvaluator:
     """Evaluates ``objective(leaves) -> scalar`` on M perturbed copies of the leaves.
 
@@ -103,6 +156,11 @@ class PopulationEvaluator:
         self.chunk_size = check_chunk_size(chunk_size)
         self.name = name
         self._resolved: BatchMode | None = None if batch == "auto" else batch
+
+    def resolve(self, mode: BatchMode) -> None:
+        """Record that ``auto`` evaluated batched (a compiled call did it, not this object)."""
+        if self._resolved is None:
+            self._resolved = mode
 
     @property
     def mode(self) -> BatchMode:
@@ -120,14 +178,7 @@ class PopulationEvaluator:
         if self._resolved == "sequential":
             return self._sequential(objective, population)
         if self._resolved == "population":
-            values = objective(population)
-            if not isinstance(values, Tensor) or tuple(values.shape) != (size,):
-                got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-                raise ObjectiveShapeError(
-                    f"with batch='population', {self.name} must return a tensor of shape "
-                    f"({size},), one value per population member, got {got}"
-                )
-            return values
+            return check_population_values(objective(population), size, self.name)
         try:
             values = self._vmap(objective, population, size)
         except (ObjectiveTypeError, ObjectiveShapeError):
@@ -136,17 +187,13 @@ class PopulationEvaluator:
             # One unbatched call first: a function that breaks the scalar-tensor contract (e.g.
             # returns a float, which vmap reports as .item()) gets that error, not a warning.
             first = check_objective(objective([leaf[0] for leaf in population]), self.name)
-            reason = (
-                str(error).strip().splitlines()[0][:200]
-                if str(error).strip()
-                else type(error).__name__
-            )
             warnings.warn(
-                f"zero_order: {self.name} could not be vmapped ({reason}); evaluating the "
-                f"{size} population members sequentially from now on. Pass batch='sequential' to "
-                "silence this, or batch='population' if it takes a leading population dim.",
+                f"zero_order: {self.name} could not be vmapped ({first_line(error)}); "
+                f"evaluating the {size} population members sequentially from now on. Pass "
+                "batch='sequential' to silence this, or batch='population' if it takes a leading "
+                "population dim.",
                 RuntimeWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
             self._resolved = "sequential"
             return self._sequential(objective, population, first=first)
