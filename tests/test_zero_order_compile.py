@@ -167,6 +167,21 @@ def test_uncompilable_function_falls_back_to_eager_with_one_warning() -> None:
     assert torch.equal(got[0], want[0])  # the fallback is the eager estimate, bitwise
 
 
+def test_past_the_recompile_limit_it_runs_eagerly_with_one_warning() -> None:
+    compiled = esmaml.zero_order(method="antithetic", num_samples=4, sigma=0.1, compile=True)(
+        lambda w, x: (x @ w).square().mean()
+    )
+    fell_back = []
+    for dim in range(2, 12):  # each new shape compiles again, up to dynamo's limit of 8
+        w, x = torch.randn(dim).requires_grad_(), torch.randn(5, dim)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            (grad,) = torch.autograd.grad(compiled(w, x), w)
+        assert torch.isfinite(grad).all() and grad.shape == (dim,)
+        fell_back += [dim for item in record if "could not be compiled" in str(item.message)]
+    assert len(fell_back) == 1 and not compiled.compile
+
+
 def test_wrong_objective_gets_its_own_error_not_a_compile_warning() -> None:
     compiled = esmaml.zero_order(method="naive", num_samples=4, compile=True)(
         lambda theta: theta.square()  # not a scalar

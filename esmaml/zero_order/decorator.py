@@ -700,13 +700,15 @@ def zero_order(
             grad enabled it is member 0 of the batched population call), or
             ``'population_mean'``, the mean of the perturbed values (saves the f(theta)
             evaluation, the usual ES report).
-        compile: evaluate the population through ``torch.compile`` (inductor) of the vmapped
-            (or population-mode) call. The first call per input shape compiles (seconds);
-            later calls skip vmap's per-op dispatch (about 4x faster on small models on CPU).
-            It pays off for a long-lived function called many times with fixed shapes; each
-            new shape or closure compiles again. Values match eager evaluation to rounding,
-            not bitwise. If compilation fails (a graph break, no C++ compiler), the function
-            is evaluated eagerly from then on, with one warning.
+        compile: run the estimate's tensor work (perturbation, the vmapped or population-mode
+            evaluation, the weights and the weighted sum) through ``torch.compile`` (inductor).
+            Noise is still drawn eagerly, so a seed names the same directions; values agree
+            with eager to rounding, not bitwise. The first call compiles (seconds), as does a
+            call whose shapes, dtypes or Python constants match no compiled one; it pays for a
+            long-lived function called many times with fixed shapes (2.5x per gradient on
+            benchmarks/zero_order.py's seed case). If compilation fails (a graph break, no C++
+            compiler, more than dynamo's 8 recompilations), the function runs eagerly from then
+            on, with one warning.
     """
     method = check_method(method)
     sigma = check_sigma(sigma)
