@@ -21,11 +21,11 @@ of them (cache and frequency contention on a shared 2-core machine move it too).
 
 Methods are compared at equal wall clock T = the learn2learn MAML run's final ``time_s``: each run
 contributes its last held-out evaluation at ``time_s <= T``. That comparison depends on the
-machine and its load (an earlier run of this script recorded MAML at 107 s and ES-gradient at
-2.40x; a reviewer measured 27 s and 2.85x on another machine). So the report also compares at
-equal meta-iterations and counts queries, which do not depend on timing. The point at iteration 0
-is the evaluation of the initial meta-parameters, computed at ``--run`` time by building the run's
-Trainer from its config.yaml (same seed: same theta and tasks).
+machine and its load (an earlier run of this script, commit c09e748, recorded MAML at 107 s and
+ES-gradient at 2.40x under a load average of 1-2; a reviewer measured 27 s and 2.85x). So the
+report also compares at equal meta-iterations and counts queries, which do not depend on timing.
+The point at iteration 0 is the evaluation of the initial meta-parameters, computed at ``--run``
+time by building the run's Trainer from its config.yaml (same seed: same theta and tasks).
 """
 
 from __future__ import annotations
@@ -355,8 +355,9 @@ def render(records: dict[str, dict[str, Any]], out_dir: Path) -> None:
         f"Target: ES-MAML within 2x (post <= {2 * maml_post:.3f}). This comparison depends on "
         "the machine and its load: T is this machine's MAML time, and MAML (batched backprop) "
         "and ES-MAML (many small forward passes) do not speed up or slow down together. An "
-        "earlier run of this script recorded T = 107 s and an ES-gradient ratio of 2.40x; a "
-        "reviewer measured the same MAML run at 27 s and the ratio at 2.85x on another machine.",
+        "earlier run of this script (commit c09e748) recorded T = 107 s and an ES-gradient "
+        "ratio of 2.40x under a load average of 1-2; a reviewer measured the MAML run at 27 s "
+        "and the ratio at 2.85x; this run's are in Table 1.",
         "",
         f"**Equal meta-iterations and queries** (Table 2) do not depend on timing: each run at "
         f"MAML's iteration count I = {budget_its}, and the queries each run spent "
