@@ -290,7 +290,7 @@ class _Call:
         owner = self.owner
         num, sigma, method = owner.num_samples, owner.sigma, owner.method
         seed, flat, noise = owner._sample(leaves)
-        center, values, weights, total = owner._estimate_core(
+        center, values, weights, grads = owner._estimate_core(
             self._objective, [leaf.detach() for leaf in leaves], noise, flat, value, with_center
         )
         if with_center:
@@ -331,7 +331,7 @@ class _Call:
                 shaping=owner.shaping,
                 valid=valid,
             )
-            total = _combine(weights, noise, flat, leaves)
+            grads = _combine(weights, noise, flat, leaves)
         owner._record(
             ZeroOrderStats(
                 value=math.nan if value is None else float(value),
@@ -342,12 +342,7 @@ class _Call:
                 seed=seed,
             )
         )
-        if isinstance(total, list):
-            return total, value
-        if len(leaves) == 1:  # views of the one flat product
-            return [total.view(leaves[0].shape)], value
-        pieces = total.split([leaf.numel() for leaf in leaves])
-        return [piece.view(leaf.shape) for piece, leaf in zip(pieces, leaves)], value
+        return grads, value  # type: ignore[return-value]
 
 
 def _estimate_core(
@@ -363,14 +358,13 @@ def _estimate_core(
     shaping: Shaping,
     with_center: bool,
     enable_grad: bool,
-) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | list[Tensor] | None]:
+) -> tuple[Tensor | None, Tensor, Tensor | None, list[Tensor] | None]:
     """The tensor work of one estimate, pure tensor code so ``compile=True`` can trace it whole.
 
     Builds the population from the directions (``noise`` per leaf, or the column blocks of
     ``flat``), evaluates it, and returns f(theta) (member 0 ``with_center``, else None), the
     sampled values ``[M]`` (at least float32), and the weights and weighted sum for all-finite
-    values: the caller recomputes both when a value is NaN or inf. The sum is flat ``[D]``
-    when ``flat`` is given, else one tensor per leaf."""
+    values, per leaf: the caller recomputes both when a value is NaN or inf."""
     directions = noise if noise is not None else _leaf_noise(flat, centers)  # type: ignore[arg-type]
     population = [
         _perturbed(center, z, sigma, method, with_center=with_center)
@@ -411,13 +405,17 @@ def _combine(
     noise: Sequence[Tensor] | None,
     flat: Tensor | None,
     leaves: Sequence[Tensor],
-) -> Tensor | list[Tensor]:
-    """``sum_i w_i z_i``: one product on the flat noise ``[N, D]`` when there is one, else one
-    per leaf."""
-    if flat is not None:
-        return _weighted_sum(weights, flat)
-    assert noise is not None
-    return [_weighted_sum(weights, z) for z in noise]
+) -> list[Tensor]:
+    """``sum_i w_i z_i`` per leaf: one product on the flat noise ``[N, D]`` when there is one
+    (the leaves' estimates are views of it), else one product per leaf."""
+    if flat is None:
+        assert noise is not None
+        return [_weighted_sum(weights, z) for z in noise]
+    total = _weighted_sum(weights, flat)
+    if len(leaves) == 1:
+        return [total.view(leaves[0].shape)]
+    pieces = total.split([leaf.numel() for leaf in leaves])
+    return [piece.view(leaf.shape) for piece, leaf in zip(pieces, leaves)]
 
 
 def _finite_mean(values: Tensor) -> Tensor:
@@ -506,6 +504,12 @@ class ZeroOrderFunction:
         self.evaluator = PopulationEvaluator(batch, chunk_size, name=self.name)
         self.compile = check_compile(compile, batch)
         self._compiled_core: Callable[..., Any] | None = None
+        # What the compiled core evaluates with, vmapped and population mode: made once, since
+        # dynamo guards on these objects.
+        self._batched_evaluation = tuple(
+            functools.partial(batched_evaluation, vmapped=vmapped, chunk_size=chunk_size)
+            for vmapped in (True, False)
+        )
         self.enable_grad, self.nan_policy, self.on_stats = enable_grad, nan_policy, on_stats
         self.value = value
         if generator is not None and seed is not None:
@@ -538,7 +542,7 @@ class ZeroOrderFunction:
         flat: Tensor | None,
         value: Tensor | None,
         with_center: bool,
-    ) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | list[Tensor] | None]:
+    ) -> tuple[Tensor | None, Tensor, Tensor | None, list[Tensor] | None]:
         """:func:`_estimate_core`, through torch.compile with ``compile=True``. The first
         compiled call that fails (a graph break, no C++ compiler) is rerun eagerly: if that
         works the failure was the compiler's, and the function stays eager with one warning; if
@@ -555,9 +559,7 @@ class ZeroOrderFunction:
             return _estimate_core(objective, self.evaluator, centers, noise, flat, value, **options)
         if self._compiled_core is None:
             self._compiled_core = compile_fresh(_estimate_core)
-        evaluate = functools.partial(
-            batched_evaluation, vmapped=mode != "population", chunk_size=self.evaluator.chunk_size
-        )
+        evaluate = self._batched_evaluation[mode == "population"]
         failure: Exception | None = None
         try:
             result = self._compiled_core(
