@@ -418,6 +418,27 @@ def _combine(
     return [piece.view(leaf.shape) for piece, leaf in zip(pieces, leaves)]
 
 
+def _batched_evaluations(chunk_size: int | None) -> tuple[Callable[..., Tensor], ...]:
+    """What the compiled core evaluates with, vmapped and in population mode. Made once per
+    function, since dynamo guards on these objects."""
+    return tuple(
+        functools.partial(batched_evaluation, vmapped=vmapped, chunk_size=chunk_size)
+        for vmapped in (True, False)
+    )
+
+
+def _compile_failure(name: str, failure: Exception) -> str:
+    """Why a compiled call failed, for the fallback warning."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit  # loaded by the failed compile anyway
+
+    if isinstance(failure, FailOnRecompileLimitHit):
+        return (
+            f"{name} hit dynamo's recompile limit: its input shapes, dtypes or Python constants "
+            "(arguments, closure variables) changed more often than compile=True pays for"
+        )
+    return f"{name} could not be compiled ({type(failure).__name__}: {first_line(failure)})"
+
+
 def _finite_mean(values: Tensor) -> Tensor:
     """The ``population_mean`` value: the mean of the finite sampled values, in their dtype
     (at least float32, as recorded), never cast down to a low-precision parameter dtype."""
@@ -504,12 +525,7 @@ class ZeroOrderFunction:
         self.evaluator = PopulationEvaluator(batch, chunk_size, name=self.name)
         self.compile = check_compile(compile, batch)
         self._compiled_core: Callable[..., Any] | None = None
-        # What the compiled core evaluates with, vmapped and population mode: made once, since
-        # dynamo guards on these objects.
-        self._batched_evaluation = tuple(
-            functools.partial(batched_evaluation, vmapped=vmapped, chunk_size=chunk_size)
-            for vmapped in (True, False)
-        )
+        self._batched_evaluation = _batched_evaluations(chunk_size)
         self.enable_grad, self.nan_policy, self.on_stats = enable_grad, nan_policy, on_stats
         self.value = value
         if generator is not None and seed is not None:
@@ -533,6 +549,13 @@ class ZeroOrderFunction:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_compiled_core": None}  # compiled code is rebuilt, not pickled
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickles from before compile= existed lack its attributes: they were eager.
+        state.setdefault("compile", False)
+        state["_compiled_core"] = None
+        self.__dict__.update(state)
+        self._batched_evaluation = _batched_evaluations(self.evaluator.chunk_size)
 
     def _estimate_core(
         self,
@@ -574,8 +597,8 @@ class ZeroOrderFunction:
         result = _estimate_core(objective, self.evaluator, centers, noise, flat, value, **options)
         if self.evaluator.mode != "sequential":  # else the sequential warning has said it all
             warnings.warn(
-                f"zero_order: {self.name} could not be compiled ({first_line(failure)}); "
-                "evaluating it without torch.compile from now on.",
+                f"zero_order: {_compile_failure(self.name, failure)}; evaluating it without "
+                "torch.compile from now on.",
                 RuntimeWarning,
                 stacklevel=user_stacklevel(),
             )
