@@ -730,7 +730,7 @@ def zero_order(
             Noise is still drawn eagerly, so a seed names the same directions; values agree
             with eager to rounding, not bitwise. The first call compiles (seconds), as does a
             call whose shapes, dtypes or Python constants match no compiled one; it pays for a
-            long-lived function called many times with fixed shapes (2.5x per gradient on
+            long-lived function called many times with fixed shapes (2.7x per gradient on
             benchmarks/zero_order.py's seed case). If compilation fails (a graph break, no C++
             compiler, more than dynamo's 8 recompilations), the function runs eagerly from then
             on, with one warning.
