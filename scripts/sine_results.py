@@ -33,26 +33,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parents[1]
+import results_runs
+from results_runs import (
+    ENV,
+    ROOT,
+    code_line,
+    initial_evaluation,
+    load_records,
+    metrics_rows,
+    run_provenance,
+    train,
+    train_command,
+    write_record,
+)
+
 RUNS = ROOT / "runs" / "sine"  # git-ignored scratch: run dirs with checkpoints
 RESULTS = ROOT / "results"
 DATA = RESULTS / "data" / "sine"  # committed: one JSON per run
 SCRIPT = ".venv/bin/python scripts/sine_results.py"
-THREADS = 1
-ENV = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(THREADS)}
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,7 @@ class Run:
     @property
     def command(self) -> str:
         """The command, as run from the repository root."""
-        env = " ".join(f"{key}={value}" for key, value in ENV.items())
-        argv = [".venv/bin/esmaml", "train", self.config, "--run-dir", f"runs/sine/{self.name}"]
-        return f"{env} {shlex.join(argv)}"
+        return train_command("sine", self.name, self.config)
 
 
 MAML = "maml"
@@ -103,107 +104,11 @@ COLORS = {
 # ---------------------------------------------------------------------------------------------
 
 
-def git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-    return result.stdout.strip()
-
-
-def code_state() -> dict[str, Any]:
-    """The commit of the code that runs and the paths that differ from it (results/ excluded:
-    this script's own outputs)."""
-    dirty = git("status", "--porcelain", "--", ".", ":(exclude)results").splitlines()
-    return {
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(dirty),
-        "dirty_paths": dirty,
-    }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    import esmaml
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "intra_op_threads": THREADS,
-        "esmaml_imported_from": str(Path(esmaml.__file__).parent),
-    }
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def train(run: Run) -> dict[str, Any]:
-    """One ``esmaml train`` in a fresh run dir; returns its timing context."""
-    if run.run_dir.exists():
-        shutil.rmtree(run.run_dir)  # runs/sine is this script's (git-ignored) scratch
-    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    # The esmaml of this interpreter's venv, running this checkout's code (PYTHONPATH first).
-    argv = [str(Path(sys.executable).parent / "esmaml"), *shlex.split(run.command)[3:]]
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, **ENV, "PYTHONPATH": pythonpath}
-    print(f"[{run.name}] {run.command}", flush=True)
-    started, load_before = now(), os.getloadavg()
-    cpu_before, clock = children_cpu(), time.perf_counter()
-    log = run.run_dir.parent / f"{run.name}.log"
-    with log.open("w") as out:
-        process = subprocess.run(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wall, cpu = time.perf_counter() - clock, children_cpu() - cpu_before
-    if process.returncode != 0:
-        sys.exit(f"[{run.name}] failed with exit code {process.returncode}; see {log}")
-    timing = {
-        "argv": argv,
-        "env": {**ENV, "PYTHONPATH": pythonpath},
-        "started": started,
-        "finished": now(),
-        "process_s": wall,
-        "cpu_s": cpu,
-        "load_before": list(load_before),
-        "load_after": list(os.getloadavg()),
-    }
-    print(f"[{run.name}] done in {wall:.0f} s ({cpu:.0f} s CPU)", flush=True)
-    return timing
-
-
-def initial_evaluation(run_dir: Path) -> dict[str, float]:
-    """Held-out evaluation of the initial meta-parameters of the run in ``run_dir``."""
-    import torch
-
-    from esmaml.config import load_config
-    from esmaml.training.trainer import Trainer
-
-    torch.set_num_threads(THREADS)
-    config = load_config(run_dir / "config.yaml")
-    with tempfile.TemporaryDirectory() as scratch:
-        return Trainer(config, Path(scratch) / "run").evaluate().summary("eval")
-
-
 def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """The run's data file: config, held-out evaluations, final numbers, provenance."""
     import yaml
 
-    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run.run_dir)
     initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
     points = [initial | {"queries_total": 0.0}] + [r for r in rows if "eval_post_adaptation" in r]
     summary = json.loads((run.run_dir / "summary.json").read_text())
@@ -229,23 +134,11 @@ def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dic
 
 
 def run_all(names: list[str] | None) -> None:
-    code = code_state()
-    provenance = {
-        **code,
-        "script_command": shlex.join([sys.executable, *sys.argv]),
-        **machine(),
-        "load_average_note": "os.getloadavg() (1, 5, 15 min) before and after the run",
-    }
-    if not provenance["esmaml_imported_from"].startswith(str(ROOT)):
-        sys.exit(f"esmaml imports from {provenance['esmaml_imported_from']}, not {ROOT}")
-    if code["dirty"]:
-        print(f"warning: uncommitted changes, recorded: {code['dirty_paths']}", flush=True)
-    DATA.mkdir(parents=True, exist_ok=True)
+    provenance = run_provenance()
     for run in RUN_SPECS:
         if names and run.name not in names:
             continue
-        record = collect(run, train(run), provenance)
-        (DATA / f"{run.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_record(DATA, collect(run, train(run, run.command), provenance))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,42 +169,12 @@ def first_below(curve: list[Point], level: float) -> Point | None:
     return next((p for p in curve if p.post <= level), None)
 
 
-def short(commit: str) -> str:
-    return commit[:12]
-
-
-def code_line(records: list[dict[str, Any]]) -> str:
-    """The commit(s) of the runs, with the dirty flag, from their data files."""
-    states = {(r["provenance"]["commit"], r["provenance"]["dirty"]) for r in records}
-    parts = []
-    for commit, dirty in sorted(states):
-        names = [r["name"] for r in records if r["provenance"]["commit"] == commit]
-        tree = "uncommitted changes" if dirty else "clean tree"
-        who = "" if len(states) == 1 else f" ({', '.join(names)})"
-        parts.append(f"commit `{short(commit)}` ({tree}){who}")
-    return "; ".join(parts)
-
-
 def caption(label: str, text: str, records: list[dict[str, Any]]) -> str:
-    """A table's or figure's caption: what it shows, the commands and configs, the commit."""
-    env = " ".join(f"{key}={value}" for key, value in ENV.items())
-    configs = ", ".join(f"{r['name']}: `{r['config_file']}`" for r in records)
-    return (
-        f"*{label}. {text} Produced by `{SCRIPT} --run` at {code_line(records)}, which ran "
-        f"`{env} .venv/bin/esmaml train CONFIG --run-dir runs/sine/NAME` for each NAME: CONFIG "
-        f"({configs}), one after another; re-rendered by `{SCRIPT}` from "
-        "`results/data/sine/NAME.json` (resolved config, curve, provenance).*"
-    )
+    return results_runs.caption(label, text, records, script=SCRIPT, kind="sine")
 
 
 def load_data(data_dir: Path) -> dict[str, dict[str, Any]]:
-    records = {}
-    for run in RUN_SPECS:
-        file = data_dir / f"{run.name}.json"
-        if not file.is_file():
-            sys.exit(f"{file} is missing: run `{SCRIPT} --run` first")
-        records[run.name] = json.loads(file.read_text())
-    return records
+    return load_records(data_dir, [run.name for run in RUN_SPECS], SCRIPT, require_all=True)
 
 
 def fmt_load(values: list[float]) -> str:
