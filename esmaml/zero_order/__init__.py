@@ -3,7 +3,7 @@
 ``esmaml.zero_order(...)`` is the decorator (a drop-in for ``torchopt.diff.zero_order``); the
 submodules expose the pieces it is built from, which the adaptation operators and meta-learners
 reuse: seeded directions (:mod:`.noise`), estimator weights (:mod:`.estimators`) and batched
-population evaluation (:mod:`.evaluation`).
+population evaluation (:mod:`.evaluation`); :mod:`.compiled` holds ``compile=True``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ in the same batched call as f(theta), and backward scales that estimate by the u
 Reproducibility: with ``seed`` (or ``generator``) each estimate draws one 63-bit seed from that
 stream; that seed alone regenerates every direction of the call (see ``noise.noise_from_seed``),
 and it is recorded in :class:`ZeroOrderStats`. Only the objective values are stored.
+
+The tensor work of an estimate is one function, :func:`_estimate_core`, run eagerly or, with
+``compile=True``, through torch.compile (``compiled.py``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Evaluate one objective on a population of perturbed parameters: vmapped, sequential, or by a
-function that takes the population dimension itself; optionally through torch.compile."""
+function that takes the population dimension itself. :class:`PopulationEvaluator` picks the mode
+(and falls back to sequential); :func:`batched_evaluation` is the fallback-free form that
+``compile=True`` traces."""
 
 from __future__ import annotations
 
