@@ -164,8 +164,41 @@ def initial_evaluation(run_dir: Path) -> dict[str, float]:
         return Trainer(config, Path(scratch) / "run").evaluate().summary("eval")
 
 
-def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def collect(
+    run: RunSpec,
+    kind: str,
+    command: str,
+    timing: dict[str, Any],
+    provenance: dict[str, Any],
+    *,
+    labels: dict[str, Any],
+    curves: dict[str, str],
+) -> dict[str, Any]:
+    """A run's data file: its ``labels``, config, held-out evaluation curves (``curves``: name in
+    the file -> metrics.jsonl key; the first is the iteration 0 evaluation of the initial
+    meta-parameters), final summary and provenance."""
+    import yaml
+
+    rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
+    initial.update(queries_total=0.0, env_steps_total=0.0)  # nothing trained yet
+    marker = curves["post"]
+    points = [initial] + [row for row in rows if marker in row]
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    summary["run_dir"] = f"runs/{kind}/{run.name}"
+    return {
+        "name": run.name,
+        **labels,
+        "config_file": run.config,
+        "command": command,
+        "config": yaml.safe_load((run.run_dir / "config.yaml").read_text()),
+        "final": summary,
+        "evals": {  # held-out test pool; iteration = meta-iterations done
+            "iteration": [p["iteration"] + 1 for p in points],
+            **{name: [p[key] for p in points] for name, key in curves.items()},
+        },
+        "provenance": {**provenance, **timing},
+    }
 
 
 def write_record(data_dir: Path, record: dict[str, Any]) -> None:

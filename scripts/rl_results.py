@@ -27,7 +27,6 @@ process (evaluations included); it depends on the machine and its load, the retu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -39,9 +38,7 @@ from results_runs import (
     ENV,
     ROOT,
     code_line,
-    initial_evaluation,
     load_records,
-    metrics_rows,
     run_provenance,
     train,
     train_command,
@@ -109,33 +106,18 @@ TITLES = {
 
 def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """The run's data file: config, held-out evaluations, final numbers, provenance."""
-    import yaml
-
-    rows = metrics_rows(run.run_dir)
-    initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
-    initial.update(queries_total=0.0, env_steps_total=0.0)
-    points = [initial] + [r for r in rows if "eval_return_post_adaptation" in r]
-    summary = json.loads((run.run_dir / "summary.json").read_text())
-    summary["run_dir"] = f"runs/rl/{run.name}"
-    return {
-        "name": run.name,
-        "group": run.group,
-        "adaptation": run.adaptation,
-        "config_file": run.config,
-        "command": run.command,
-        "config": yaml.safe_load((run.run_dir / "config.yaml").read_text()),
-        "final": summary,
-        "evals": {  # held-out test pool; iteration = meta-iterations done
-            "iteration": [p["iteration"] + 1 for p in points],
-            "env_steps_total": [p["env_steps_total"] for p in points],  # training rollouts
-            "time_s": [p["time_s"] for p in points],
-            "queries_total": [p["queries_total"] for p in points],
-            "pre": [p["eval_return_pre_adaptation"] for p in points],
-            "post": [p["eval_return_post_adaptation"] for p in points],
-            "post_std": [p["eval_post_adaptation_std"] for p in points],
-        },
-        "provenance": {**provenance, **timing},
+    curves = {
+        "env_steps_total": "env_steps_total",  # training rollouts
+        "time_s": "time_s",
+        "queries_total": "queries_total",
+        "pre": "eval_return_pre_adaptation",
+        "post": "eval_return_post_adaptation",
+        "post_std": "eval_post_adaptation_std",
     }
+    labels = {"group": run.group, "adaptation": run.adaptation}
+    return results_runs.collect(
+        run, "rl", run.command, timing, provenance, labels=labels, curves=curves
+    )
 
 
 def run_all(names: list[str] | None) -> None:

@@ -31,7 +31,6 @@ time by building the run's Trainer from its config.yaml (same seed: same theta a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -43,9 +42,7 @@ from results_runs import (
     ENV,
     ROOT,
     code_line,
-    initial_evaluation,
     load_records,
-    metrics_rows,
     run_provenance,
     train,
     train_command,
@@ -106,31 +103,17 @@ COLORS = {
 
 def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """The run's data file: config, held-out evaluations, final numbers, provenance."""
-    import yaml
-
-    rows = metrics_rows(run.run_dir)
-    initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
-    points = [initial | {"queries_total": 0.0}] + [r for r in rows if "eval_post_adaptation" in r]
-    summary = json.loads((run.run_dir / "summary.json").read_text())
-    summary["run_dir"] = f"runs/sine/{run.name}"
-    return {
-        "name": run.name,
-        "method": run.method,
-        "group": run.group,
-        "config_file": run.config,
-        "command": run.command,
-        "config": yaml.safe_load((run.run_dir / "config.yaml").read_text()),
-        "final": summary,
-        "evals": {  # held-out test pool; iteration = meta-iterations done
-            "iteration": [p["iteration"] + 1 for p in points],
-            "time_s": [p["time_s"] for p in points],
-            "queries_total": [p["queries_total"] for p in points],
-            "pre": [p["eval_pre_adaptation"] for p in points],
-            "post": [p["eval_post_adaptation"] for p in points],
-            "post_std": [p["eval_post_adaptation_std"] for p in points],
-        },
-        "provenance": {**provenance, **timing},
+    curves = {
+        "time_s": "time_s",
+        "queries_total": "queries_total",
+        "pre": "eval_pre_adaptation",
+        "post": "eval_post_adaptation",
+        "post_std": "eval_post_adaptation_std",
     }
+    labels = {"method": run.method, "group": run.group}
+    return results_runs.collect(
+        run, "sine", run.command, timing, provenance, labels=labels, curves=curves
+    )
 
 
 def run_all(names: list[str] | None) -> None:
