@@ -65,20 +65,27 @@ def batched_evaluation(
 ) -> Tensor:
     """The population's values ``[M]`` with no fallback logic: vmapped in chunks, or one call of
     a population-mode function. What ``compile=True`` traces (see ``compiled.py``)."""
-    size = population[0].shape[0]
     if not vmapped:
+        size = population[0].shape[0]
         return check_population_values(objective(population), size, "the objective")
+    return vmapped_values(objective, population, chunk_size, "the objective")
+
+
+def vmapped_values(
+    objective: Callable[[Sequence[Tensor]], Tensor],
+    population: Sequence[Tensor],
+    chunk_size: int | None,
+    name: str,
+) -> Tensor:
+    """``torch.func.vmap`` of the scalar objective over the members, in chunks of
+    ``chunk_size`` (None: :func:`auto_chunk_size`); values ``[M]``."""
 
     def single(*leaves: Tensor) -> Tensor:
-        return check_objective(objective(leaves), "the objective")
+        return check_objective(objective(leaves), name)
 
-    chunk = chunk_size or auto_chunk_size(population) or size
-    vmapped_single = torch.func.vmap(single)
-    pieces = [
-        vmapped_single(*[leaf[start : start + chunk] for leaf in population])
-        for start in range(0, size, chunk)
-    ]
-    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).reshape(size)
+    chunk = chunk_size if chunk_size is not None else auto_chunk_size(population)
+    values = torch.func.vmap(single, chunk_size=chunk)(*population)
+    return values.reshape(population[0].shape[0])
 
 
 def check_batch_mode(batch: str) -> BatchMode:
@@ -176,13 +183,13 @@ class PopulationEvaluator:
         """``population``: per-leaf tensors ``[M, *leaf_shape]`` -> values ``[M]``."""
         size = population[0].shape[0]
         if self.batch == "vmap":
-            return self._vmap(objective, population, size)
+            return self._vmap(objective, population)
         if self._resolved == "sequential":
             return self._sequential(objective, population)
         if self._resolved == "population":
             return check_population_values(objective(population), size, self.name)
         try:
-            values = self._vmap(objective, population, size)
+            values = self._vmap(objective, population)
         except (ObjectiveTypeError, ObjectiveShapeError):
             raise  # the objective's contract, not vmap's: sequential would fail the same way
         except Exception as error:
@@ -202,13 +209,8 @@ class PopulationEvaluator:
         self._resolved = "vmap"
         return values
 
-    def _vmap(self, objective: Callable, population: Sequence[Tensor], size: int) -> Tensor:
-        def single(*leaves: Tensor) -> Tensor:
-            return check_objective(objective(leaves), self.name)
-
-        chunk_size = self.chunk_size if self.chunk_size is not None else auto_chunk_size(population)
-        values = torch.func.vmap(single, chunk_size=chunk_size)(*population)
-        return values.reshape(size)
+    def _vmap(self, objective: Callable, population: Sequence[Tensor]) -> Tensor:
+        return vmapped_values(objective, population, self.chunk_size, self.name)
 
     def _sequential(
         self, objective: Callable, population: Sequence[Tensor], first: Tensor | None = None
