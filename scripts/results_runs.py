@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,9 @@ class RunSpec(Protocol):
 
     @property
     def run_dir(self) -> Path: ...
+
+    @property
+    def command(self) -> str: ...  # its train_command()
 
 
 def train_command(kind: str, name: str, config: str) -> str:
@@ -117,9 +120,10 @@ def run_provenance() -> dict[str, Any]:
     return provenance
 
 
-def train(run: RunSpec, command: str) -> dict[str, Any]:
-    """One ``esmaml train`` (``command``) in a fresh ``run.run_dir``; returns its timing
+def train(run: RunSpec) -> dict[str, Any]:
+    """One ``esmaml train`` (``run.command``) in a fresh ``run.run_dir``; returns its timing
     context."""
+    command = run.command
     if run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # runs/KIND is the scripts' (git-ignored) scratch
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +171,6 @@ def initial_evaluation(run_dir: Path) -> dict[str, float]:
 def collect(
     run: RunSpec,
     kind: str,
-    command: str,
     timing: dict[str, Any],
     provenance: dict[str, Any],
     *,
@@ -190,7 +193,7 @@ def collect(
         "name": run.name,
         **labels,
         "config_file": run.config,
-        "command": command,
+        "command": run.command,
         "config": yaml.safe_load((run.run_dir / "config.yaml").read_text()),
         "final": summary,
         "evals": {  # held-out test pool; iteration = meta-iterations done
@@ -201,9 +204,21 @@ def collect(
     }
 
 
-def write_record(data_dir: Path, record: dict[str, Any]) -> None:
+def run_all(
+    runs: Iterable[RunSpec],
+    names: list[str] | None,
+    data_dir: Path,
+    collect_run: Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Train each run (all, or those in ``names``) one after another and write its data file
+    ``data_dir/NAME.json``: ``collect_run(run, timing, provenance)``."""
+    provenance = run_provenance()
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / f"{record['name']}.json").write_text(json.dumps(record, indent=1) + "\n")
+    for run in runs:
+        if names and run.name not in names:
+            continue
+        record = collect_run(run, train(run), provenance)
+        (data_dir / f"{record['name']}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,10 +43,7 @@ from results_runs import (
     ROOT,
     code_line,
     load_records,
-    run_provenance,
-    train,
     train_command,
-    write_record,
 )
 
 RUNS = ROOT / "runs" / "sine"  # git-ignored scratch: run dirs with checkpoints
@@ -111,17 +108,7 @@ def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dic
         "post_std": "eval_post_adaptation_std",
     }
     labels = {"method": run.method, "group": run.group}
-    return results_runs.collect(
-        run, "sine", run.command, timing, provenance, labels=labels, curves=curves
-    )
-
-
-def run_all(names: list[str] | None) -> None:
-    provenance = run_provenance()
-    for run in RUN_SPECS:
-        if names and run.name not in names:
-            continue
-        write_record(DATA, collect(run, train(run, run.command), provenance))
+    return results_runs.collect(run, "sine", timing, provenance, labels=labels, curves=curves)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.run:
         os.environ.update(ENV)
         sys.path.insert(0, str(ROOT))  # this checkout's esmaml, whatever the venv points at
-        run_all(args.only)
+        results_runs.run_all(RUN_SPECS, args.only, DATA, collect)
     render(load_data(DATA), args.out)
     print(f"wrote {args.out / 'sine.md'} and {args.out / 'sine.png'}")
 
