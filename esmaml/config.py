@@ -60,6 +60,9 @@ class EvaluationConfig:
     every: int = 50
     num_tasks: int = 100
     num_steps: int | None = None
+    # Evaluate the initial meta-parameters before the first update (the metrics row with
+    # iteration -1): the baseline that meta-training must beat.
+    initial: bool = True
 
 
 @dataclass

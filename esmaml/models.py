@@ -41,14 +41,19 @@ _INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 @functools.lru_cache(maxsize=64)
+def _shifted_index_lists(fan_out: int, fan_in: int, shift: int) -> tuple[list[int], list[int]]:
+    """``(j, (j + shift) mod fan_in)`` for ``j < fan_out``, as plain lists: a cached tensor made
+    inside a torch.func transform would leak that transform's level into later calls."""
+    outputs = list(range(fan_out))
+    return outputs, [(j + shift) % fan_in for j in outputs]
+
+
 def _shifted_indices(
     fan_out: int, fan_in: int, shift: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Index tensors ``(j, (j + shift) mod fan_in)`` for ``j < fan_out`` (never written to)."""
-    outputs = list(range(fan_out))
-    inputs = [(j + shift) % fan_in for j in outputs]
-    with torch.inference_mode(False):  # cached: usable in autograd whatever mode made them
-        return torch.tensor(outputs, device=device), torch.tensor(inputs, device=device)
+    """Index tensors ``(j, (j + shift) mod fan_in)`` for ``j < fan_out`` (made per bind)."""
+    outputs, inputs = _shifted_index_lists(fan_out, fan_in, shift)
+    return torch.tensor(outputs, device=device), torch.tensor(inputs, device=device)
 
 
 def _bind_layer(weight: Tensor, bias: Tensor, activation: str) -> Callable[[Tensor], Tensor]:

@@ -24,6 +24,7 @@ from esmaml.adaptation import (
     sample_k_dpp,
 )
 from esmaml.adaptation.dpp import rbf_kernel
+from esmaml.seeding import substream
 from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks
 from esmaml.zero_order import make_generator, sample_noise
 
@@ -35,6 +36,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 # --------------------------------------------------------------------------------------------
 # task families
 
+
+
+def directions_seed(seed: int, step: int = 0) -> int:
+    """The seed of step ``step``'s directions when an operator adapts with ``seed``."""
+    return substream(substream(seed, "step", step), "directions")
 
 def spd(n: int, dim: int, generator: torch.Generator) -> Tensor:
     """``n`` symmetric positive-definite ``[dim, dim]`` matrices with eigenvalues in ~[0.5, 3]."""
@@ -208,7 +214,9 @@ def test_hill_climbing_moves_by_sums_of_sigma_directions() -> None:
     family, tasks, params, ids = quadratic_setup(members=3, num_tasks=3)
     operator = HillClimbingAdaptation(num_queries=4, sigma=0.25, mode="average", evaluations=1)
     adapted = operator.adapt(family, params, tasks, ids, seed=11)
-    directions = sample_noise((3, 4, 1, 3), generator=make_generator(11), dtype=F64)[ids, :, 0]
+    directions = sample_noise(
+        (3, 4, 1, 3), generator=make_generator(directions_seed(11)), dtype=F64
+    )[ids, :, 0]
     for member in range(3):
         moves = (adapted[member] - params[member]) / 0.25
         subsets = [
@@ -242,7 +250,7 @@ def hand_es_step(
     directions = sample_noise(
         (num_tasks, num_queries, params.shape[-1]),
         kind=sampling,  # type: ignore[arg-type]
-        generator=make_generator(seed),
+        generator=make_generator(directions_seed(seed)),
         dtype=params.dtype,
     )[ids]  # [B, K, D]
     plus = family.loss(
@@ -323,7 +331,7 @@ def test_es_gradient_shape_with_pivot_is_the_reference_estimator(shaping: str) -
     assert operator.queries_per_step == k + 1
     assert counting.evaluations["adapt"] == 6 * (k + 1)
     directions = sample_noise(
-        (3, k, params.shape[-1]), generator=make_generator(42), dtype=params.dtype
+        (3, k, params.shape[-1]), generator=make_generator(directions_seed(42)), dtype=params.dtype
     )[ids]
     plus = family.loss(
         params.unsqueeze(-2) + sigma * directions, tasks, ids[:, None], phase="adapt"
@@ -346,7 +354,7 @@ def test_es_gradient_several_steps_chain_single_steps() -> None:
     adapted = operator.adapt(family, params, tasks, ids, seed=5)
     manual = params
     for index in range(3):
-        manual = operator.step(family, manual, tasks, ids, 5 + 7919 * index)
+        manual = operator.step(family, manual, tasks, ids, substream(5, "step", index))
     torch.testing.assert_close(adapted, manual, rtol=0, atol=0)
     assert operator.queries == 3 * operator.queries_per_step
 
@@ -369,7 +377,13 @@ def test_es_gradient_dpp_directions_come_from_the_seed() -> None:
     operator = ESGradientAdaptation(3, 0.1, 0.1, sampling="dpp", dpp_oversample=4)
     got = operator.directions(tasks, 3, 9, params.device, F64)
     expected = dpp_directions(
-        3, 3, (2,), oversample=4, bandwidth=0.5, generator=make_generator(9), dtype=F64
+        3,
+        3,
+        (2,),
+        oversample=4,
+        bandwidth=0.5,
+        generator=make_generator(substream(9, "directions")),
+        dtype=F64,
     )
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 

@@ -97,12 +97,12 @@ def run(learner: ESMAML, iterations: int = 2) -> list[dict[str, Any]]:
     for _ in range(iterations):
         tasks = learner.family.sample_tasks(N, generator=generator)
         metrics = learner.step(tasks)
-        stats = learner.meta_loss.last_stats
-        assert stats is not None and learner.theta.grad is not None
+        values = learner.perturbed_values()
+        assert values is not None and learner.theta.grad is not None
         rows.append(
             {
                 "grad": learner.theta.grad.clone(),
-                "values": stats.values.clone(),
+                "values": values.clone(),
                 "metrics": metrics,
                 "normalizer": learner.family.normalizer.stats.state_dict(),
                 "env_steps": learner.family.env_steps,
@@ -158,9 +158,10 @@ def test_ray_gives_the_local_meta_gradient(
         torch.testing.assert_close(there["values"], here["values"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(there["grad"], here["grad"], rtol=1e-4, atol=1e-6)
         for key in ("count", "mean", "m2"):
-            # Statistics merged per sub-batch: float64 rounding of another summation order.
+            # Statistics of the query rollouts, whose float32 observations round differently
+            # per batch size (from iteration 2, when theta was rebased), merged per sub-batch.
             torch.testing.assert_close(
-                there["normalizer"][key], here["normalizer"][key], rtol=1e-6, atol=1e-8
+                there["normalizer"][key], here["normalizer"][key], rtol=1e-5, atol=1e-7
             )
         assert there["env_steps"] == here["env_steps"]
         assert there["metrics"]["worker_restarts"] == 0
@@ -271,7 +272,7 @@ def test_ray_config_builds_an_unstarted_ray_evaluator() -> None:
     )
     assert isinstance(learner.evaluator, RayEvaluator)
     assert learner.evaluator.num_workers == 3 and learner.evaluator.family is learner.family
-    assert learner.meta_loss.nan_policy == "drop"
+    assert learner.nan_policy == "drop"
     assert learner.evaluator._workers == []  # workers start on the first evaluation
     assert isinstance(build().evaluator, LocalEvaluator)
 
@@ -289,7 +290,8 @@ def test_trainer_with_ray_matches_local_and_closes_its_workers(
         )
         trainer.train()
         lines = (tmp_path / backend / "metrics.jsonl").read_text().splitlines()
-        rows[backend] = [json.loads(line) for line in lines]
+        # Training rows (the iteration -1 row evaluates the initial parameters).
+        rows[backend] = [json.loads(line) for line in lines if '"iteration": -1' not in line]
     assert trainer.learner.evaluator._workers == []  # closed when training ended
     for here, there in zip(rows["local"], rows["ray"]):
         assert there["env_steps"] == here["env_steps"] > 0

@@ -136,16 +136,16 @@ def test_sigkill_at_random_row_then_resume_matches_uninterrupted(
     written = [line for line in before if line.endswith("\n")]
     resumed_from = checkpoint_iteration(run_dir) or 0
     every = 3
-    # At most the iterations since the last checkpoint are recomputed.
-    assert 0 <= len(written) - resumed_from <= every, context
+    # At most the iterations since the last checkpoint are recomputed (after the initial row).
+    assert 0 <= len(written) - 1 - resumed_from <= every, context
 
     # The resume runs in this process (the same command line, without a second torch import).
     assert main(["train", "--resume", str(run_dir)]) == 0, context
     after = metrics.read_text().splitlines(keepends=True)
     rows = read_metrics(metrics)
     # Nothing written before the checkpoint is lost or rewritten, nothing is duplicated.
-    assert after[:resumed_from] == written[:resumed_from], context
-    assert [row["iteration"] for row in rows] == list(range(12)), context
+    assert after[: resumed_from + 1] == written[: resumed_from + 1], context
+    assert [row["iteration"] for row in rows] == list(range(-1, 12)), context
     assert comparable(rows) == comparable(reference), (context, first_difference(rows, reference))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iterations"] == 12
@@ -168,8 +168,8 @@ def test_sigterm_checkpoints_at_exit_with_status_143_then_resumes(
     saved = checkpoint_iteration(run_dir)
     context = f"rows seen {seen}, rows {len(rows)}, checkpoint {saved}, exit {code}: {stderr}"
     assert code == 143, context
-    assert 2 <= len(rows) < 12, context
-    assert saved == len(rows), context  # every written row is checkpointed
+    assert 3 <= len(rows) < 13, context
+    assert saved == len(rows) - 1, context  # every written row is checkpointed (+ initial)
 
     assert main(["train", "--resume", str(run_dir)]) == 0
     resumed = read_metrics(metrics)
@@ -235,7 +235,7 @@ def test_sigint_checkpoints_and_exits_130(tmp_path: Path) -> None:
     thread.join()
     assert exit_info.value.code == 130
     assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = [row for row in read_metrics(run_dir / "metrics.jsonl") if row["iteration"] >= 0]
     assert 1 <= len(rows) < 200
     assert checkpoint_iteration(run_dir) == len(rows)
 
@@ -260,7 +260,7 @@ def test_sigint_in_the_last_iteration_finishes_the_run(
     assert trainer._stop_signal == signal.SIGINT  # the signal did arrive
     assert summary["iterations"] == iterations
     assert json.loads((run_dir / "summary.json").read_text())["iterations"] == iterations
-    assert len(read_metrics(run_dir / "metrics.jsonl")) == iterations
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == iterations + 1  # + the initial row
     assert checkpoint_iteration(run_dir) == iterations
 
 

@@ -348,7 +348,7 @@ def test_merged_statistics_equal_one_pass_statistics() -> None:
 
 
 def test_normalizer_transform_and_commit() -> None:
-    normalizer = ObservationNormalizer(2, clip=3.0)
+    normalizer = ObservationNormalizer(2, clip=3.0, mode="legacy")
     obs = torch.tensor([[0.5, -2.0]])
     assert torch.equal(normalizer(obs), obs)  # no statistics yet: the identity
     values = torch.tensor([[0.0, 10.0], [2.0, 14.0], [4.0, 12.0]], dtype=torch.float64)
@@ -361,6 +361,13 @@ def test_normalizer_transform_and_commit() -> None:
     torch.testing.assert_close(normalizer(obs), expected)
     assert normalizer(obs).dtype == torch.float32
     assert normalizer(obs.double()).dtype == torch.float64
+    # The default (the reference's): no clipping, no epsilon, a constant dimension's std is 1.
+    preserving = ObservationNormalizer(2)
+    constant = torch.tensor([[1.0, 10.0], [3.0, 10.0]], dtype=torch.float64)
+    preserving.observe(RunningStats.from_batch(constant))
+    preserving.commit()
+    far = torch.tensor([[1000.0, 13.0]], dtype=torch.float64)
+    torch.testing.assert_close(preserving(far), torch.tensor([[998.0, 3.0]], dtype=torch.float64))
     disabled = ObservationNormalizer(2, enabled=False)
     disabled.observe(RunningStats.from_batch(values))
     disabled.commit()
@@ -376,11 +383,11 @@ def nav_family(**kwargs: Any) -> tuple[RLFamily, dict[str, Tensor], Tensor, Tens
 
 
 def test_normalizer_is_frozen_within_an_iteration() -> None:
-    family, tasks, params, ids = nav_family()
+    family, tasks, params, ids = nav_family(normalize_observations="legacy")
     first = family.loss(params, tasks, ids)
     assert float(family.normalizer.stats.count) == 0
     assert float(family.normalizer.pending.count) == family.env_steps > 0
-    family.end_iteration()
+    assert torch.equal(family.end_iteration(params), params)  # legacy: theta left as it is
     committed = family.normalizer.stats.state_dict()
     assert float(family.normalizer.pending.count) == 0
     second = family.loss(params, tasks, ids)
@@ -390,9 +397,38 @@ def test_normalizer_is_frozen_within_an_iteration() -> None:
     for key, value in family.normalizer.stats.state_dict().items():
         assert torch.equal(value, committed[key]), key
     assert float(family.normalizer.pending.count) == family.env_steps - committed["count"]
-    family.end_iteration()
+    family.end_iteration(params)
     assert float(family.normalizer.stats.count) == family.env_steps
     assert not torch.equal(family.loss(params, tasks, ids), second)
+
+
+@pytest.mark.parametrize("hidden", [(), (8,)])
+@pytest.mark.parametrize("parametrization", ["scaled", "reference"])
+def test_preserving_normalizer_keeps_the_policy_function(
+    hidden: tuple[int, ...], parametrization: str
+) -> None:
+    """Statistics come from query rollouts only, and when they move theta is re-expressed: the
+    same actions on every observation, hence the same returns (to float64 rounding)."""
+    family, tasks, params, ids = nav_family(hidden=hidden, parametrization=parametrization)
+    params = params.double()
+    family.loss(params, tasks, ids, phase="adapt")
+    assert float(family.normalizer.pending.count) == 0  # adaptation rollouts do not count
+    before = family.loss(params, tasks, ids, phase="query")
+    assert float(family.normalizer.pending.count) == family.env_steps / 2 > 0
+    with family.frozen():
+        for _ in range(3):
+            rebased = family.end_iteration(params)
+            assert float(family.normalizer.stats.count) > 0
+            after = family.loss(rebased, tasks, ids)
+            torch.testing.assert_close(after, before, rtol=1e-9, atol=1e-9)
+            obs = 3 * torch.randn(8, 5, 2, dtype=torch.float64)
+            family.normalizer.observe(RunningStats.from_batch(obs + 2.0))
+            old = family.policy.act(rebased, family.normalizer(obs))
+            params = rebased
+            rebased = family.end_iteration(params)
+            new = family.policy.act(rebased, family.normalizer(obs))
+            torch.testing.assert_close(new, old, rtol=1e-9, atol=1e-12)
+            params = rebased
 
 
 def test_frozen_context_stops_collection() -> None:
@@ -416,7 +452,7 @@ def test_frozen_context_stops_collection() -> None:
 def test_state_dict_round_trip() -> None:
     family, tasks, params, ids = nav_family()
     family.loss(params, tasks, ids)
-    family.end_iteration()
+    params = family.end_iteration(params)
     family.loss(params, tasks, ids)  # pending statistics too
     buffer = io.BytesIO()
     torch.save(family.state_dict(), buffer)
@@ -430,15 +466,15 @@ def test_state_dict_round_trip() -> None:
     torch.testing.assert_close(
         restored.loss(params, tasks, ids), family.loss(params, tasks, ids), rtol=0, atol=0
     )
-    family.end_iteration()
-    restored.end_iteration()
+    params_after = family.end_iteration(params)
+    assert torch.equal(restored.end_iteration(params), params_after)
     torch.testing.assert_close(
         restored.loss(params, tasks, ids), family.loss(params, tasks, ids), rtol=0, atol=0
     )
     # The saved state is a copy: later updates do not reach it.
     state = family.state_dict()
     family.loss(params, tasks, ids)
-    family.end_iteration()
+    family.end_iteration(params)
     assert float(state["normalizer"]["stats"]["count"]) < float(family.normalizer.stats.count)
 
 
@@ -639,12 +675,13 @@ def test_es_maml_improves_held_out_post_adaptation_on_navigation(tmp_path: Path)
     assert after < 0.8 * before, (before, after)
     assert summary["eval_return_post_adaptation"] == -after
     metrics = rows(tmp_path / "run" / "metrics.jsonl")
-    assert [row["iteration"] for row in metrics] == list(range(40))
+    assert [row["iteration"] for row in metrics] == list(range(-1, 40))
+    metrics = metrics[1:]  # the iteration -1 row evaluates the initial parameters
     assert all(row["env_steps"] > 0 for row in metrics)
     # Deterministic: a second run from the same seed repeats the first iterations exactly.
     short = load_config(REPO / "configs" / "nav2d_es.yaml", [*overrides, "iterations=3"])
     Trainer(short, tmp_path / "again").train()
-    again = rows(tmp_path / "again" / "metrics.jsonl")
+    again = rows(tmp_path / "again" / "metrics.jsonl")[1:]
     keys = ("meta_objective", "grad_norm", "perturbed_std", "env_steps", "queries_total")
     assert [{k: r[k] for k in keys} for r in again] == [
         {k: r[k] for k in keys} for r in metrics[:3]

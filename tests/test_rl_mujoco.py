@@ -277,7 +277,8 @@ def test_esmaml_train_halfcheetah_smoke_writes_env_steps(tmp_path: Path) -> None
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["iteration"] for row in rows] == [0, 1]
+    assert [row["iteration"] for row in rows] == [-1, 0, 1]
+    rows = rows[1:]
     # 2 antithetic pairs = 4 members, each K=2 queries (z-scored: no pivot) + 1 query rollout
     # of 20 steps.
     assert [row["env_steps"] for row in rows] == [4 * 3 * 20] * 2

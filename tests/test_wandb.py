@@ -96,10 +96,11 @@ def without_empty(value: Any) -> Any:
 
 
 def assert_history_matches(history: dict[int, dict[str, Any]], rows: list[dict]) -> None:
-    """Every field of every metrics.jsonl row reached wandb at step = iteration, exactly."""
-    assert sorted(history) == [row["iteration"] for row in rows]
+    """Every field of every metrics.jsonl row reached wandb at step = updates (iteration + 1:
+    the initial evaluation is step 0), exactly."""
+    assert sorted(history) == [row["iteration"] + 1 for row in rows]
     for row in rows:
-        logged = history[row["iteration"]]
+        logged = history[row["iteration"] + 1]
         assert {key: logged.get(key) for key in row} == row
 
 
@@ -126,12 +127,16 @@ def test_offline_run_reads_back_and_resumes_the_same_run(tmp_path: Path) -> None
     run, history, artifacts = read_records(first)
     assert run["run_group"] == "g" and run["tags"] == ["a", "b"]
     assert_history_matches(history, rows)
-    for step in (1, 3):  # evaluation iterations: per-task table and return histograms
+    for step in (0, 2, 4):  # evaluations (initial, iterations 1, 3): per-task table, histograms
         assert history[step]["eval_tasks._type"] == "table-file"
         assert history[step]["eval_tasks.nrows"] == 4
         for name in ("eval_pre_adaptation_hist", "eval_post_adaptation_hist"):
             assert history[step][f"{name}._type"] == "histogram"
-    assert all(item["perturbed_objective_hist._type"] == "histogram" for item in history.values())
+    assert all(
+        item["perturbed_objective_hist._type"] == "histogram"
+        for step, item in history.items()
+        if step > 0  # step 0 is the initial evaluation: no population yet
+    )
     models = [a for a in artifacts if a.get("type") == "model"]
     assert [a["name"] for a in models] == ["run-checkpoint"]  # the final checkpoint
 
@@ -147,7 +152,7 @@ def test_offline_run_reads_back_and_resumes_the_same_run(tmp_path: Path) -> None
     run, history, _ = read_records(segments[1])
     assert run["run_id"] == run_id
     assert run["config"]["update"]["iterations"] == 6
-    assert_history_matches(history, rows[4:])
+    assert_history_matches(history, rows[5:])  # after the initial row and iterations 0-3
 
 
 def test_config_fields_reach_wandb_init(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -237,7 +242,7 @@ def test_init_failure_only_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     config = load_config(CONFIG, [*TINY, "wandb.mode=online"])
     with pytest.warns(RuntimeWarning, match="wandb init failed .*cannot reach"):
         summary = Trainer(config, tmp_path / "run").train()
-    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 4
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 1 + 4  # initial + 4
     assert "eval_post_adaptation" in summary
     assert not (tmp_path / "run" / WANDB_RUN_FILE).exists()
 
@@ -256,7 +261,7 @@ def test_log_failure_mid_run_only_warns_once(
     failures = [w for w in caught if "wandb" in str(w.message)]
     assert len(failures) == 1
     assert "failed (ConnectionError: wandb service died)" in str(failures[0].message)
-    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 4
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 1 + 4  # initial + 4
     (run,) = module.runs  # type: ignore[attr-defined]
     assert run.finished == [1]  # the broken run was closed, and only once
     assert len(run.logged) == 3  # nothing more was sent after the failure

@@ -283,10 +283,10 @@ def test_centered_rank_hand_computed_with_ties() -> None:
         shape_fitness(torch.tensor([3.0, 1.0, 2.0]), "centered_rank"),
         torch.tensor([0.5, -0.5, 0.0]),
     )
-    # Ties are broken by position (OpenAI ES): the earlier entry ranks lower.
+    # Ties share the average of their ranks (1.0 holds ranks 1, 2, 3): a plateau is no signal.
     torch.testing.assert_close(
         shape_fitness(torch.tensor([1.0, 1.0, 2.0, -5.0, 1.0]), "centered_rank"),
-        torch.tensor([-0.25, 0.0, 0.5, -0.5, 0.25]),
+        torch.tensor([0.0, 0.0, 0.5, -0.5, 0.0]),
     )
 
 

@@ -1,7 +1,9 @@
 """Adaptation operators U(theta, task) -> adapted parameters, batched over [*B].
 
 An operator queries ``family.loss(..., phase='adapt')`` (support set, or adaptation rollouts)
-and returns new flat parameters. Its randomness comes from ``seed``; directions are drawn per
+and returns new flat parameters. Its randomness comes from ``seed`` (step k of ``adapt`` uses
+``substream(seed, "step", k)``, and within a step the named substreams ``directions`` and
+``rollouts``); directions are drawn per
 task and gathered by ``task_ids``, so population members that share a task share the inner noise
 (common random numbers, which cancel in an antithetic pair).
 """
@@ -13,6 +15,7 @@ import abc
 import torch
 from torch import Tensor
 
+from esmaml.seeding import substream
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order.noise import make_generator
 
@@ -55,7 +58,7 @@ class AdaptationOperator(abc.ABC):
             raise ValueError(f"num_steps must be >= 0, got {steps}")
         task_ids = task_ids.expand(params.shape[:-1])
         for index in range(steps):
-            params = self.step(family, params, tasks, task_ids, seed + 7919 * index)
+            params = self.step(family, params, tasks, task_ids, substream(seed, "step", index))
         return params
 
 

@@ -29,6 +29,7 @@ from esmaml.adaptation.base import (
     per_task_generator,
 )
 from esmaml.adaptation.dpp import dpp_directions
+from esmaml.seeding import substream
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order.estimators import (
     check_method,
@@ -109,7 +110,7 @@ class ESGradientAdaptation(AdaptationOperator):
         self, tasks: Tasks, dim: int, seed: int, device: torch.device, dtype: torch.dtype
     ) -> Tensor:
         """``[num_tasks, K, D]``: one set of directions per task (common random numbers)."""
-        generator = per_task_generator(seed, device)
+        generator = per_task_generator(substream(seed, "directions"), device)
         shape = (num_tasks(tasks), self.num_queries, dim)
         if self.sampling == "dpp":
             return dpp_directions(
@@ -133,14 +134,14 @@ class ESGradientAdaptation(AdaptationOperator):
         directions = self.directions(tasks, params.shape[-1], seed, params.device, params.dtype)
         directions = directions[task_ids]  # [*B, K, D]
         candidates = perturb(params, directions, self.sigma, self.method)  # [*B, M, D]
-        generator = per_task_generator(seed + 1, params.device)
+        generator = per_task_generator(substream(seed, "rollouts"), params.device)
         values = family.loss(
             candidates, tasks, task_ids.unsqueeze(-1), phase="adapt", generator=generator
         )
         if self.evaluates_pivot:
             # A fresh stream with the queries' seed: the pivot sees the same start states
             # (stochastic families draw them per task), so f(theta) cancels their noise.
-            pivot_generator = per_task_generator(seed + 1, params.device)
+            pivot_generator = per_task_generator(substream(seed, "rollouts"), params.device)
             pivot = family.loss(params, tasks, task_ids, phase="adapt", generator=pivot_generator)
         else:
             pivot = values.mean(-1)  # the estimate does not use f(theta): spend no query on it

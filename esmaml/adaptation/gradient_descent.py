@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from esmaml.adaptation.base import AdaptationOperator, check_positive_float, per_task_generator
+from esmaml.seeding import substream
 from esmaml.tasks.base import TaskFamily, Tasks
 
 
@@ -31,7 +32,7 @@ class GradientDescentAdaptation(AdaptationOperator):
                 f"gradient-descent adaptation needs a differentiable family; "
                 f"{type(family).__name__} is not (use es_gradient or hill_climbing)"
             )
-        generator = per_task_generator(seed, params.device)
+        generator = per_task_generator(substream(seed, "rollouts"), params.device)
 
         def total_loss(p: Tensor) -> Tensor:
             # Members are independent, so the gradient of the sum is each member's gradient.

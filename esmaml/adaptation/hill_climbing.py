@@ -6,6 +6,12 @@ Modes (ES-MAML):
 - ``batch``: each of the K rounds evaluates ``evaluations`` proposals and keeps the best;
   queries ``1 + K * evaluations``.
 Rounds are sequential (each starts from the current best); within a round everything is batched.
+
+The incumbent keeps the value it was accepted with and is never re-evaluated, as in the
+google-research reference (``HillClimbAdaptation``: the pivot becomes the stored value): each
+query buys a new proposal, not a second look at the old one. On a noisy loss a lucky evaluation
+can therefore hold the incumbent; ``mode='average'`` with ``evaluations > 1`` is the remedy the
+reference offers (each evaluation of a point gets its own rollouts).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from esmaml.adaptation.base import (
     num_tasks,
     per_task_generator,
 )
+from esmaml.seeding import substream
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order.noise import sample_noise
 
@@ -66,8 +73,8 @@ class HillClimbingAdaptation(AdaptationOperator):
     def step(
         self, family: TaskFamily, params: Tensor, tasks: Tasks, task_ids: Tensor, seed: int
     ) -> Tensor:
-        generator = per_task_generator(seed, params.device)
-        rollout_generator = per_task_generator(seed + 1, params.device)
+        generator = per_task_generator(substream(seed, "directions"), params.device)
+        rollout_generator = per_task_generator(substream(seed, "rollouts"), params.device)
         m = self.evaluations
         per_round = 1 if self.mode == "average" else m
         # [tasks, K, per_round, D], gathered by task id: members sharing a task share proposals.

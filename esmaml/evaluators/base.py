@@ -1,10 +1,9 @@
 """The evaluator interface: the objective of every member of ES-MAML's population.
 
 ES-MAML's population is regenerated from one 63-bit seed: the directions are
-``z = sample_noise((N, D), kind, generator=make_generator(seed, device))`` (exactly what the
-``zero_order`` decorator draws), member ``i < N`` is ``theta + sigma * z_i`` and, when
-antithetic, member ``N + i`` is ``theta - sigma * z_i``, computed by the decorator's own
-perturbation code. An evaluator maps
+``z = sample_noise((N, D), kind, generator=make_generator(seed, device))``, member ``i < N`` is
+``theta + sigma * z_i`` and, when antithetic, member ``N + i`` is ``theta - sigma * z_i``
+(:func:`population_rows`, which ES-MAML's ``ask`` uses too). An evaluator maps
 
     (theta [D], seed, tasks {k: [n, ...]}, inner_seed, spec) -> values [M]
 
@@ -36,9 +35,9 @@ import torch
 from torch import Tensor
 
 from esmaml.adaptation.base import AdaptationOperator, num_tasks
+from esmaml.seeding import substream, substream_generator
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order.decorator import _perturbed
-from esmaml.zero_order.estimators import population_size
+from esmaml.zero_order.estimators import perturb, population_size
 from esmaml.zero_order.noise import make_generator, sample_noise
 
 
@@ -94,10 +93,11 @@ def regenerate_noise(
 def population_rows(
     theta: Tensor, noise: Tensor, spec: PopulationSpec, directions: Sequence[int]
 ) -> Tensor:
-    """The members that use ``directions``, ``[R, D]`` in the order of ``spec.rows``, computed
-    by the decorator's own perturbation code, so they are bitwise its members."""
+    """The members that use ``directions``, ``[R, D]`` in the order of ``spec.rows``: ES-MAML's
+    own population and every remote evaluator's sub-batch come from this one function, so they
+    are bitwise the same members."""
     index = torch.as_tensor(list(directions), dtype=torch.long, device=noise.device)
-    return _perturbed(theta, noise[index], spec.sigma, spec.method)  # type: ignore[arg-type]
+    return perturb(theta, noise[index], spec.sigma, spec.method)  # type: ignore[arg-type]
 
 
 def regenerate_population(theta: Tensor, seed: int, spec: PopulationSpec) -> Tensor:
@@ -133,8 +133,8 @@ def member_losses(
         slots = torch.arange(members, device=rows.device) % num_perturbations % n
         tasks = {key: value[slots] for key, value in tasks.items()}
         task_ids = rows
-    adapted = adaptation.adapt(family, params, tasks, task_ids, inner_seed)
-    generator = torch.Generator(device=params.device).manual_seed(inner_seed + 2)
+    adapted = adaptation.adapt(family, params, tasks, task_ids, substream(inner_seed, "adapt"))
+    generator = substream_generator(inner_seed, "query", device=params.device)
     return family.loss(adapted, tasks, task_ids, phase="query", generator=generator)
 
 

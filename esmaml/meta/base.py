@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from esmaml.adaptation.base import AdaptationOperator
+from esmaml.seeding import substream, substream_generator
 from esmaml.tasks.base import TaskFamily, Tasks
 
 
@@ -37,6 +38,58 @@ class MetaLearner(abc.ABC):
     @property
     def tasks_per_iteration(self) -> int:
         return 1
+
+    def perturbed_values(self) -> Tensor | None:
+        """The objective of every perturbed member of the last step (logged as a histogram),
+        or None when the learner has no population."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - a no-op unless the learner holds resources
+        """Release workers and connections (the trainer calls this when training ends)."""
+
+
+def make_optimizer(factory: Any, theta: torch.nn.Parameter) -> torch.optim.Optimizer:
+    """``factory([theta])``, default plain SGD with lr 0.01 (the paper's beta)."""
+    if factory is None:
+        return torch.optim.SGD([theta], lr=0.01)
+    if not callable(factory):
+        raise TypeError(
+            "optimizer must be a factory params -> torch.optim.Optimizer, e.g. "
+            f"lambda p: torch.optim.Adam(p, lr=0.01), got {factory!r}"
+        )
+    optimizer = factory([theta])
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer factory must return a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def guarded_step(
+    theta: torch.nn.Parameter, optimizer: torch.optim.Optimizer, gradient: Tensor, *, name: str
+) -> float:
+    """``theta.grad = gradient``, then one optimizer step; returns the gradient's norm.
+
+    Never steps on a NaN/inf gradient (theta and the optimizer state stay unchanged), and
+    rolls theta back if the step made it non-finite; both raise FloatingPointError.
+    """
+    grad_norm = float(gradient.norm())
+    if not bool(torch.isfinite(gradient).all()):
+        raise FloatingPointError(
+            f"{name}: the meta-gradient is NaN/inf (norm {grad_norm}); the step was skipped"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    theta.grad = gradient.detach().to(theta.dtype)
+    previous = theta.detach().clone()
+    optimizer.step()
+    if not bool(torch.isfinite(theta).all()):
+        with torch.no_grad():
+            theta.copy_(previous)  # never leave NaN/inf meta-parameters behind
+        raise FloatingPointError(
+            f"{name}: the meta-parameters became NaN/inf after the optimizer step (gradient "
+            f"norm {grad_norm}); lower the learning rate (optimizer.lr) or sigma"
+        )
+    return grad_norm
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -98,10 +151,12 @@ def evaluate_adaptation(
     ids = torch.arange(n, device=theta.device)
     params = theta.detach().expand(n, theta.shape[-1])
     with family.frozen():
-        generator = torch.Generator(device=theta.device).manual_seed(seed)
+        # pre and post see the same query start states: their difference is the adaptation's.
+        generator = substream_generator(seed, "query", device=theta.device)
         pre = family.loss(params, tasks, ids, phase="query", generator=generator)
-        adapted = adaptation.adapt(family, params, tasks, ids, seed + 1, num_steps=num_steps)
-        generator = torch.Generator(device=theta.device).manual_seed(seed)
+        adapt_seed = substream(seed, "adapt")
+        adapted = adaptation.adapt(family, params, tasks, ids, adapt_seed, num_steps=num_steps)
+        generator = substream_generator(seed, "query", device=theta.device)
         post = family.loss(adapted, tasks, ids, phase="query", generator=generator)
         metrics_pre = family.metrics(params, tasks, ids)
         metrics_post = family.metrics(adapted, tasks, ids)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from esmaml.adaptation.base import check_positive_float, check_positive_int
 from esmaml.adaptation.es_gradient import ESGradientAdaptation
-from esmaml.meta.base import MetaLearner, load_optimizer_state
+from esmaml.meta.base import MetaLearner, guarded_step, load_optimizer_state, make_optimizer
+from esmaml.seeding import substream, substream_generator
 from esmaml.tasks.base import TaskFamily, Tasks
 from esmaml.zero_order import draw_seed, es_gradient, make_generator, perturb, sample_noise
 from esmaml.zero_order.estimators import check_method, check_shaping
@@ -80,7 +81,7 @@ class FirstOrderESMAML(MetaLearner):
         self.generator = generator if generator is not None else make_generator(draw_seed(), "cpu")
         initial = family.init_params(self.generator) if init_params is None else init_params
         self.theta = nn.Parameter(initial.detach().clone().to(family.device))
-        self.optimizer = (optimizer or (lambda p: torch.optim.SGD(p, lr=0.01)))([self.theta])
+        self.optimizer = make_optimizer(optimizer, self.theta)
 
     @property
     def tasks_per_iteration(self) -> int:
@@ -96,13 +97,13 @@ class FirstOrderESMAML(MetaLearner):
         trace = None
         adapted = theta
         for index in range(adaptation.num_steps):
-            trace = adaptation.trace(self.family, adapted, tasks, ids, seed + 7919 * index)
+            step_seed = substream(seed, "adapt", "step", index)
+            trace = adaptation.trace(self.family, adapted, tasks, ids, step_seed)
             adapted = adapted - adaptation.step_size * trace.gradient
-        # Streams of one iteration: adaptation step k draws directions from seed + 7919 k and
-        # rollouts from seed + 7919 k + 1; queries use seed + 2 and meta directions seed + 3.
-        # Meta directions on seed + 1 would be a function of the first adaptation's start
-        # states (CPU randn and rand share their uniforms), biasing the estimate at theta'.
-        generator = make_generator(seed + 3, theta.device)
+        # Named streams of one iteration: the meta directions must not be a function of the
+        # adaptation's start states (CPU randn and rand share their uniforms), or the estimate
+        # at theta' would be biased.
+        generator = substream_generator(seed, "meta_directions", device=theta.device)
         directions = sample_noise(
             (n, self.num_perturbations, theta.shape[-1]),
             kind=self.sampling,
@@ -111,13 +112,17 @@ class FirstOrderESMAML(MetaLearner):
             dtype=theta.dtype,
         )
         population = perturb(adapted, directions, self.sigma, self.method)  # [n, M, D]
-        rollouts = make_generator(seed + 2, theta.device)
+        rollouts = substream_generator(seed, "query", device=theta.device)
         values = self.family.loss(
             population, tasks, ids.unsqueeze(-1), phase="query", generator=rollouts
         )
         # A fresh stream with the population's seed: the baseline sees the same start states.
         center = self.family.loss(
-            adapted, tasks, ids, phase="query", generator=make_generator(seed + 2, theta.device)
+            adapted,
+            tasks,
+            ids,
+            phase="query",
+            generator=substream_generator(seed, "query", device=theta.device),
         )
         if not bool(torch.isfinite(values).all()):
             raise FloatingPointError("first-order ES-MAML: a query evaluation was NaN or inf")
@@ -151,24 +156,9 @@ class FirstOrderESMAML(MetaLearner):
 
     def step(self, tasks: Tasks) -> dict[str, float]:
         gradient, metrics = self.meta_gradient(tasks, draw_seed(self.generator))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.theta.grad = gradient.to(self.theta.dtype)
-        grad_norm = float(gradient.norm())
-        if not bool(torch.isfinite(gradient).all()):
-            # Never step on a NaN/inf estimate: theta and the optimizer state stay unchanged.
-            raise FloatingPointError(
-                f"first-order ES-MAML: the meta-gradient is NaN/inf (norm {grad_norm}); "
-                "the step was skipped"
-            )
-        previous = self.theta.detach().clone()
-        self.optimizer.step()
-        self.family.end_iteration()
-        if not bool(torch.isfinite(self.theta).all()):
-            with torch.no_grad():
-                self.theta.copy_(previous)  # never leave NaN/inf meta-parameters behind
-            raise FloatingPointError(
-                f"first-order ES-MAML: meta-parameters became NaN/inf (gradient norm {grad_norm})"
-            )
+        grad_norm = guarded_step(self.theta, self.optimizer, gradient, name="first-order ES-MAML")
+        with torch.no_grad():
+            self.theta.copy_(self.family.end_iteration(self.theta.detach()))
         return {**metrics, "grad_norm": grad_norm, "sigma": self.sigma}
 
     def parameters_flat(self) -> Tensor:

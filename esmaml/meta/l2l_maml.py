@@ -203,7 +203,9 @@ class L2LMAML(MetaLearner):
                 "skipped; lower meta_lr or alpha"
             )
         self.optimizer.step()
-        self.family.end_iteration()
+        adjusted = self.family.end_iteration(self.parameters_flat())
+        if not torch.equal(adjusted, self.parameters_flat()):
+            self.load_parameters_flat(adjusted)
         self.iteration += 1
         metrics = {
             "meta_objective": float(total) / n,

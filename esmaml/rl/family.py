@@ -3,7 +3,8 @@
 ``loss(params [*B, D], tasks, task_ids [*B])`` is minus the mean return of E episodes of each
 (parameters, task) pair, all in one batched rollout. Population members that share a task share
 its start states (common random numbers). Observations are normalised with running statistics
-that are frozen within an iteration and folded in by ``end_iteration``.
+that are frozen within an iteration and folded in by ``end_iteration``, which re-expresses the
+policy so that it acts exactly as before (see :mod:`esmaml.rl.normalization`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from torch import Tensor
 from esmaml.rl.normalization import ObservationNormalizer
 from esmaml.rl.policies import MLPPolicy
 from esmaml.rl.rollout import RolloutResult, rollout, rollout_gym
+from esmaml.seeding import substream
 from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks, check_task_ids
-
-# Separate task streams for the two splits of one generator.
-_SPLIT_SALT = {"train": 0, "test": 7_777_777}
 
 
 class RLFamily(TaskFamily):
@@ -38,7 +37,13 @@ class RLFamily(TaskFamily):
         episodes: episodes per (parameters, task) evaluation.
         horizon: episode length (default: the environment's). MuJoCo sub-envs get it as their
             ``max_episode_steps`` unless ``env_params`` sets one.
-        normalize_observations: running observation normalisation.
+        normalize_observations: running observation normalisation: ``true`` (or
+            ``preserving``) learns the statistics from the query rollouts of training and keeps
+            the policy's function when they move; ``legacy`` learns them from every rollout and
+            leaves theta as it is (esmaml's old behaviour, for ablations); ``false`` is off.
+        parametrization: ``scaled`` (``scale * tanh`` onto the action box, zero output layer)
+            or ``reference`` (the google-research policy: ``tanh``, clipped by the env, He-normal
+            init); see :class:`esmaml.rl.policies.MLPPolicy`.
         device: where torch-native environments run.
         gym_chunk: sub-environments per gymnasium vector env (MuJoCo).
     """
@@ -55,9 +60,10 @@ class RLFamily(TaskFamily):
         activation: str = "tanh",
         episodes: int = 1,
         horizon: int | None = None,
-        normalize_observations: bool = True,
+        normalize_observations: bool | str = True,
         device: str | torch.device = "cpu",
         gym_chunk: int = 16,
+        parametrization: str = "scaled",
     ):
         import envs as env_registry
 
@@ -107,10 +113,19 @@ class RLFamily(TaskFamily):
             # make_vec otherwise wraps each sub-env in the spec's TimeLimit, which would cut a
             # longer horizon short; a limit the user set in env_params is theirs to keep.
             self.gym_params.setdefault("max_episode_steps", self.horizon)
-        self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high)
+        self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high, parametrization)
         self.num_params = self.policy.num_params
+        modes = {True: "preserving", "preserving": "preserving", "legacy": "legacy"}
+        if normalize_observations not in (False, *modes):
+            raise ValueError(
+                f"normalize_observations={normalize_observations!r} is not valid; valid: true "
+                "(preserving), false, preserving, legacy"
+            )
         self.normalizer = ObservationNormalizer(
-            obs_dim, enabled=normalize_observations, device=self._device
+            obs_dim,
+            enabled=normalize_observations is not False,
+            mode=modes.get(normalize_observations, "preserving"),  # type: ignore[call-overload]
+            device=self._device,
         )
         self.collect_statistics = True
         self.env_steps = 0
@@ -129,7 +144,8 @@ class RLFamily(TaskFamily):
             return self.env.sample_task_params(n, generator, device=self._device)
         from envs import tasks_to_params
 
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator)) + _SPLIT_SALT[split]
+        # The two splits of one generator draw from separate streams.
+        seed = substream(int(torch.randint(0, 2**62, (), generator=generator)), split) % 2**31
         return tasks_to_params(self.env.sample_tasks(n, seed=seed))
 
     def loss(
@@ -155,14 +171,26 @@ class RLFamily(TaskFamily):
             )
         ids = task_ids.expand(batch).reshape(-1)
         flat = params.reshape(-1, self.num_params)
-        result = self._rollout(flat, tasks, ids, generator)
+        # The reference learns the statistics from the post-adaptation query rollouts only.
+        collect = (
+            self.collect_statistics
+            and self.normalizer.enabled
+            and (phase == "query" or self.normalizer.mode == "legacy")
+        )
+        result = self._rollout(flat, tasks, ids, generator, collect)
         self.env_steps += result.steps
-        if self.collect_statistics:
+        if collect:
+            assert result.observation_stats is not None
             self.normalizer.observe(result.observation_stats)
         return (-result.returns).reshape(batch)
 
     def _rollout(
-        self, params: Tensor, tasks: Tasks, ids: Tensor, generator: torch.Generator | None
+        self,
+        params: Tensor,
+        tasks: Tasks,
+        ids: Tensor,
+        generator: torch.Generator | None,
+        observation_stats: bool = True,
     ) -> RolloutResult:
         if self.gym_id is None:
             # The env runs in the parameters' dtype: float32 tasks with float64 params would
@@ -185,6 +213,7 @@ class RLFamily(TaskFamily):
                 horizon=self.horizon,
                 normalize=self.normalizer,
                 initial_state=initial,
+                observation_stats=observation_stats,
             )
         import gymnasium
 
@@ -214,8 +243,18 @@ class RLFamily(TaskFamily):
             seeds=[seed + int(i) for i in ids.tolist()],
         )
 
-    def end_iteration(self) -> None:
+    def end_iteration(self, params: Tensor) -> Tensor:
+        """Fold the iteration's observation statistics in; in ``preserving`` mode return the
+        policy re-expressed for the new statistics (the same actions for every observation)."""
+        moved = self.normalizer.enabled and float(self.normalizer.pending.count) > 0
+        before = self.normalizer.affine()
         self.normalizer.commit()
+        after = self.normalizer.affine()
+        if not moved or self.normalizer.mode == "legacy" or after is None:
+            return params
+        if before is None:  # the identity transform until the first statistics
+            before = (torch.zeros_like(after[0]), torch.ones_like(after[1]))
+        return self.policy.rebase_input(params, before, after)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:

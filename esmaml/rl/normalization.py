@@ -1,8 +1,20 @@
 """Running observation normalisation (ES-MAML, OpenAI ES): mergeable statistics.
 
-Statistics are (count, mean, M2) and merge exactly by Chan et al.'s parallel formula, so
-workers' partial statistics combine into the one-pass result. They are frozen within an
-iteration: observations seen during it accumulate in ``pending`` and ``commit()`` folds them in.
+Statistics are (count, mean, M2) in float64 and merge exactly by Chan et al.'s parallel
+formula, so workers' partial statistics combine into the two-pass result. They are frozen within
+an iteration: observations seen during it accumulate in ``pending`` and ``commit()`` folds them
+in. Two modes:
+
+- ``preserving`` (default): the reference's normalisation, ``(s - mean) / std`` with std 0 read
+  as 1, no epsilon and no clipping. The RL family feeds it the query rollouts only (the
+  post-adaptation rollouts of training evaluations, as the reference does) and, when the
+  statistics move, re-expresses the policy's first layer so that theta keeps computing the same
+  function (:meth:`esmaml.rl.policies.MLPPolicy.rebase_input`). Without that, a meta-policy that
+  shrinks the state spread shrinks the running std, the normaliser rescales its inputs, and
+  the policy executed is no longer the one whose gradient was estimated.
+- ``legacy``: every rollout's observations, ``(s - mean) / sqrt(var + eps)`` clipped to
+  +-clip, and theta left as it is when the statistics move (esmaml before the fix; kept for the
+  ablation in results/rl.md).
 """
 
 from __future__ import annotations
@@ -64,19 +76,26 @@ class RunningStats:
         return cls(*(state[key].to(device).clone() for key in ("count", "mean", "m2")))
 
 
+NORMALIZER_MODES: tuple[str, ...] = ("preserving", "legacy")
+
+
 class ObservationNormalizer:
-    """``(obs - mean) / sqrt(var + eps)``, clipped, from the committed statistics."""
+    """``(obs - mean) * inv_std`` from the committed statistics (see the module docstring for
+    the two modes)."""
 
     def __init__(
         self,
         dim: int,
         *,
         enabled: bool = True,
+        mode: str = "preserving",
         clip: float = 10.0,
         eps: float = 1e-8,
         device: torch.device | str = "cpu",
     ):
-        self.dim, self.enabled, self.clip, self.eps = dim, enabled, clip, eps
+        if mode not in NORMALIZER_MODES:
+            raise ValueError(f"mode={mode!r} is unknown; valid: {', '.join(NORMALIZER_MODES)}")
+        self.dim, self.enabled, self.mode, self.clip, self.eps = dim, enabled, mode, clip, eps
         self.stats = RunningStats.zeros(dim, device)
         self.pending = RunningStats.zeros(dim, device)
         self._cache: tuple[Tensor, Tensor] | None = None
@@ -84,16 +103,27 @@ class ObservationNormalizer:
     def __call__(self, obs: Tensor) -> Tensor:
         return self.frozen_transform(obs.dtype)(obs)
 
+    def affine(self) -> tuple[Tensor, Tensor] | None:
+        """``(mean, inv_std)`` in float64 of the committed statistics, or None while the
+        transform is the identity (disabled, or fewer than 2 observations)."""
+        if not self.enabled or float(self.stats.count) < 2:
+            return None
+        if self.mode == "legacy":
+            return self.stats.mean, (self.stats.var + self.eps).rsqrt()
+        std = self.stats.var.sqrt()
+        return self.stats.mean, torch.where(std > 0, std, torch.ones_like(std)).reciprocal()
+
     def frozen_transform(self, dtype: torch.dtype = torch.float32) -> Callable[[Tensor], Tensor]:
         """The normalisation as a function, resolved once (no host sync per step)."""
-        if not self.enabled or float(self.stats.count) < 2:
+        affine = self.affine()
+        if affine is None:
             return lambda obs: obs
         if self._cache is None or self._cache[0].dtype != dtype:
-            inv_std = (self.stats.var + self.eps).rsqrt()
+            mean, inv_std = affine
             # (obs - mean) * inv_std as obs * inv_std + shift: one fused op per call.
-            self._cache = ((-self.stats.mean * inv_std).to(dtype), inv_std.to(dtype))
+            self._cache = ((-mean * inv_std).to(dtype), inv_std.to(dtype))
         shift, inv_std = self._cache
-        clip = self.clip
+        clip = self.clip if self.mode == "legacy" else None
         # Statistics broadcast over a batch along the tiny observation dim are slow per step;
         # copies expanded to the batch's shape (made once per shape) keep each op contiguous.
         expanded: dict[torch.Size, tuple[Tensor, Tensor]] = {}
@@ -107,7 +137,8 @@ class ObservationNormalizer:
                     inv_std.expand(shape).contiguous(),
                 )
             offset, scale = expanded[shape]
-            return torch.addcmul(offset, obs, scale).clamp_(-clip, clip)
+            out = torch.addcmul(offset, obs, scale)
+            return out if clip is None else out.clamp_(-clip, clip)
 
         return transform
 

@@ -14,9 +14,22 @@ from torch import Tensor
 
 from esmaml.models import FunctionalMLP
 
+PARAMETRIZATIONS: tuple[str, ...] = ("scaled", "reference")
+
 
 class MLPPolicy:
-    """A linear (``hidden=()``) or MLP policy with tanh output scaled to ``[low, high]``."""
+    """A linear (``hidden=()``) or MLP policy with a tanh output.
+
+    Parametrizations:
+
+    - ``scaled``: ``a = scale * tanh(z) + offset`` maps onto the action box ``[low, high]``;
+      default init for hidden layers and a zero output layer (the initial policy acts at the
+      box's centre).
+    - ``reference``: the google-research ES-MAML policy, ``a = tanh(z)``, which the env clips
+      to its box (+-0.1 on the 2-D tasks, so the gain per unit of z is 10x the scaled one's),
+      every weight ``~ N(0, 2 / in_0)`` (He-normal with the first layer's fan-in) and zero
+      biases.
+    """
 
     def __init__(
         self,
@@ -26,11 +39,18 @@ class MLPPolicy:
         activation: str = "tanh",
         action_low: float = -1.0,
         action_high: float = 1.0,
+        parametrization: str = "scaled",
     ):
         if not action_low < action_high:
             raise ValueError(
                 f"action bounds must satisfy low < high, got {action_low}, {action_high}"
             )
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"parametrization={parametrization!r} is unknown; valid: "
+                f"{', '.join(PARAMETRIZATIONS)}"
+            )
+        self.parametrization = parametrization
         self.net = FunctionalMLP(
             [observation_dim, *hidden, action_dim], activation=activation, output_activation="tanh"
         )
@@ -41,12 +61,24 @@ class MLPPolicy:
         self._output_gain: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         self.num_params = self.net.num_params
         self.observation_dim, self.action_dim = observation_dim, action_dim
-        self.scale = (action_high - action_low) / 2.0
-        self.offset = (action_high + action_low) / 2.0
+        if parametrization == "reference":  # tanh in [-1, 1]; the env clips to its box
+            self.scale, self.offset = 1.0, 0.0
+        else:
+            self.scale = (action_high - action_low) / 2.0
+            self.offset = (action_high + action_low) / 2.0
 
     def init_params(self, generator: torch.Generator | None = None) -> Tensor:
-        """Default init for hidden layers; a zero output layer so the initial policy is
-        neutral (it acts at the centre of the action box)."""
+        """``scaled``: default init for hidden layers and a zero output layer, so the initial
+        policy is neutral (it acts at the centre of the action box). ``reference``: every
+        weight ``N(0, 2 / observation_dim)``, biases zero."""
+        if self.parametrization == "reference":
+            params = torch.zeros(self.num_params)
+            named = self.net.layout.unflatten(params)
+            std = (2.0 / self.observation_dim) ** 0.5
+            for name, value in named.items():
+                if name.endswith("weight"):
+                    value.copy_(torch.randn(value.shape, generator=generator) * std)
+            return params
         params = self.net.init_params(generator)
         last = len(self.net.sizes) - 2
         named = self.net.layout.unflatten(params)
@@ -104,3 +136,22 @@ class MLPPolicy:
         named[f"{2 * last}.weight"].fill_(2.0)
         named[f"{2 * last}.bias"].fill_(2.0)
         return gain
+
+    def rebase_input(
+        self, params: Tensor, old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """``params [*B, D]`` re-expressed for inputs normalised by ``new = (mean', inv_std')``
+        instead of ``old = (mean, inv_std)``, computing the same function of the raw input:
+
+            W' = W diag(inv_std / inv_std'),   b' = b + W diag(inv_std) (mean' - mean)
+
+        (only the first layer sees the normalised input)."""
+        (mean, inv), (mean_new, inv_new) = old, new
+        out = params.clone()
+        named = self.net.layout.unflatten(out)
+        weight, bias = named["0.weight"], named["0.bias"]  # views into out
+        inv, inv_new = inv.to(out), inv_new.to(out)
+        shift = (mean_new - mean).to(out) * inv
+        bias += (weight * shift).sum(-1)
+        weight *= inv / inv_new
+        return out

@@ -26,7 +26,7 @@ class RolloutResult:
     returns: Tensor  # [N] mean return over the E episodes
     episode_returns: Tensor  # [N, E]
     steps: int  # environment steps actually taken (alive steps)
-    observation_stats: RunningStats
+    observation_stats: RunningStats | None  # of the observations the policy saw while alive
 
 
 def rollout(
@@ -40,11 +40,13 @@ def rollout(
     normalize: Callable[[Tensor], Tensor] = lambda obs: obs,
     generator: torch.Generator | None = None,
     initial_state: Mapping[str, Tensor] | None = None,
+    observation_stats: bool = True,
 ) -> RolloutResult:
     """E episodes of N (params, task) pairs in a torch-native :class:`envs.BatchedMetaEnv`.
 
     ``initial_state`` (batch [N, E]) replaces the env's reset, e.g. to share start states
     between population members that share a task (common random numbers).
+    ``observation_stats=False`` skips the observation statistics (``None`` in the result).
     """
     n = params.shape[0]
     horizon = horizon or env.max_episode_steps
@@ -75,23 +77,16 @@ def rollout(
     if horizon == 1 or not bool(hit.any()):  # alive before every step: nothing to mask
         totals = rewards_all.sum(0)
         steps = rewards_all.numel()
-        obs_sum = observations_all.sum((0, 1, 2)).double()
-        obs_sq = (observations_all * observations_all).sum((0, 1, 2)).double()
+        alive = None
     else:
         lengths = torch.where(hit.bool(), first + 1, horizon)  # [N, E]: steps alive
         steps = int(lengths.sum())
         index = torch.arange(horizon, device=lengths.device).view(-1, *([1] * lengths.dim()))
-        alive = (index < lengths).to(rewards_all.dtype)  # [H, N, E]: alive before step t
-        totals = (rewards_all * alive).sum(0)
-        # Masked observation sums as one [1, N*E] x [N*E, obs_dim] product per step (a mask
-        # broadcast along the tiny trailing dim is slow), summed over steps in float64.
-        flat = observations_all.flatten(1, 2)  # [H, N*E, obs_dim]
-        weights = alive.to(flat.dtype).flatten(1).unsqueeze(1)  # [H, 1, N*E]
-        obs_sum = torch.bmm(weights, flat).double().sum((0, 1))
-        obs_sq = torch.bmm(weights, flat * flat).double().sum((0, 1))
-    count = torch.tensor(float(steps), dtype=torch.float64, device=obs_sum.device)
-    mean = obs_sum / count.clamp_min(1)
-    stats = RunningStats(count, mean, (obs_sq - count * mean.square()).clamp_min(0))
+        alive = index < lengths  # [H, N, E]: alive before step t
+        totals = (rewards_all * alive.to(rewards_all.dtype)).sum(0)
+    # Two-pass float64 statistics: a one-pass float32 sum of squares loses the variance of
+    # observations far from zero (+26% at an offset of 1000).
+    stats = RunningStats.from_batch(observations_all, alive) if observation_stats else None
     return RolloutResult(totals.mean(1), totals, steps, stats)
 
 

@@ -63,10 +63,14 @@ class TaskFamily(abc.ABC):
     #: Whether the loss is minus a return (RL): summaries then also report the return.
     reports_return: bool = False
 
-    def end_iteration(self) -> None:
-        """Called by the meta-learner after each meta-step (e.g. to fold in running
-        normalisation statistics, which stay frozen within an iteration). Default: nothing."""
-        return None
+    def end_iteration(self, params: Tensor) -> Tensor:
+        """Called by the meta-learner after each meta-step with the new meta-parameters
+        ``[D]``; returns the meta-parameters to continue from. Default: ``params`` unchanged.
+
+        RL families fold the iteration's observation statistics in here (they stay frozen
+        within an iteration) and return the policy re-expressed under the new statistics, so
+        that it acts exactly as before: the statistics never change what theta does."""
+        return params
 
     def frozen(self) -> contextlib.AbstractContextManager[None]:
         """A context in which evaluation must not change the family's state."""

@@ -10,10 +10,8 @@ import warnings
 
 import torch
 
+from esmaml.seeding import substream_generator
 from esmaml.tasks.base import SPLITS, Split, TaskFamily, Tasks, validate_tasks
-
-# Offsets keep the train and test pools of one seed disjoint streams.
-_SPLIT_OFFSET = {"train": 0, "test": 1_000_003}
 
 
 class TaskSampler:
@@ -36,7 +34,7 @@ class TaskSampler:
         if size < 0:
             return None
         if split not in self._pools:
-            generator = torch.Generator().manual_seed(self.seed + _SPLIT_OFFSET[split])
+            generator = substream_generator(self.seed, "task_pool", split)
             tasks = self.family.sample_tasks(size, split=split, generator=generator)
             self._pools[split] = validate_tasks(
                 tasks, size, where=f"{type(self.family).__name__}.sample_tasks"

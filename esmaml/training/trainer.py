@@ -37,6 +37,7 @@ from esmaml.logging.console import Progress, print_summary
 from esmaml.logging.metrics import MetricsWriter
 from esmaml.logging.wandb_logger import WandbLogger
 from esmaml.meta.base import Evaluation, evaluate_adaptation
+from esmaml.seeding import substream, substream_generator
 from esmaml.tasks.sampler import TaskSampler
 from esmaml.training.builders import build_adaptation, build_family, build_learner
 from esmaml.training.checkpoint import (
@@ -51,10 +52,14 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 WANDB_RUN_FILE = "wandb_run.json"
-EVAL_SEED_OFFSET = 1_000_000_007
-# Added for the fresh tasks of a train-split evaluation: with the test split's seed, a run
-# without task pools would evaluate both splits on the very same tasks.
-TRAIN_EVAL_TASK_OFFSET = 500_000_003
+#: ``iteration`` of the metrics row that evaluates the initial meta-parameters (no update yet).
+INITIAL_ITERATION = -1
+
+
+def evaluation_seed(seed: int) -> int:
+    """The held-out evaluation's seed: a substream of the run's seed of its own, so its
+    adaptation noise and rollout start states are disjoint from every training draw."""
+    return substream(seed, "evaluation")
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:
@@ -115,7 +120,9 @@ class Trainer:
         torch.manual_seed(config.seed)  # for any third-party code that uses the global RNGs
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        # Training draws (initial parameters, tasks, noise) and the task pools come from
+        # separate named substreams of the seed, so the pools are independent of the init.
+        self.generator = substream_generator(config.seed, "training")
         self.family = build_family(config)
         self.sampler = TaskSampler(
             self.family,
@@ -266,12 +273,16 @@ class Trainer:
         if split not in ("test", "train"):
             raise ValueError(f"split={split!r} is unknown; valid: test, train")
         n = num_tasks or config.evaluation.num_tasks
-        seed = config.seed + EVAL_SEED_OFFSET
+        seed = evaluation_seed(config.seed)
         if split == "test":
-            tasks = self.sampler.evaluation_tasks(n, torch.Generator().manual_seed(seed))
+            tasks = self.sampler.evaluation_tasks(
+                n, substream_generator(config.seed, "evaluation", "test_tasks")
+            )
         else:
             pool = self.sampler.pool("train")
-            generator = torch.Generator().manual_seed(seed + TRAIN_EVAL_TASK_OFFSET)
+            # Fresh train tasks (no pool) from their own stream: with the test split's stream
+            # a run without pools would evaluate both splits on the very same tasks.
+            generator = substream_generator(config.seed, "evaluation", "train_tasks")
             tasks = (
                 {k: v[:n] for k, v in pool.items()}
                 if pool is not None
@@ -336,11 +347,20 @@ class Trainer:
             step=iteration,
         )
 
+    def _initial_row(self) -> tuple[dict[str, Any], Evaluation]:
+        """The metrics row of the initial meta-parameters: adaptation from initialisation,
+        before any meta-update (iteration -1, updates 0), the baseline every curve starts at."""
+        row: dict[str, Any] = {"iteration": INITIAL_ITERATION, "updates": 0, "time_s": 0.0}
+        evaluation = self.evaluate()
+        row.update(evaluation.summary("eval"))
+        row.update(self.evaluate(split="train").summary("train_eval"))
+        row.update(queries_total=0.0, env_steps_total=0.0)
+        return row, evaluation
+
     def _perturbed_values(self) -> list[float] | None:
         """The objective of every perturbed member of the last meta-step, when the learner
         exposes them (ES-MAML's zero-order statistics)."""
-        stats = getattr(getattr(self.learner, "meta_loss", None), "last_stats", None)
-        values = getattr(stats, "values", None)
+        values = self.learner.perturbed_values()
         return None if values is None else values.detach().flatten().tolist()
 
     def train(self) -> dict[str, Any]:
@@ -352,7 +372,11 @@ class Trainer:
         run ends normally. A second signal stops at once.
         """
         config = self.config
-        writer = MetricsWriter(self.run_dir / METRICS_FILE, self.start_iteration)
+        fresh = self.start_iteration == 0
+        # A fresh start (re)writes every row, the initial evaluation's (iteration -1) included.
+        writer = MetricsWriter(
+            self.run_dir / METRICS_FILE, INITIAL_ITERATION if fresh else self.start_iteration
+        )
         previous = self._install_signal_handlers()
         wandb: WandbLogger | None = None
         completed = self.start_iteration
@@ -362,6 +386,12 @@ class Trainer:
         env_steps_before = float(getattr(self.family, "env_steps", 0))
         try:
             wandb = self._start_wandb()
+            if fresh and config.evaluation.initial:
+                initial, evaluation = self._initial_row()
+                writer.write(initial)
+                wandb.log(initial, step=0)
+                self._log_evaluation(wandb, evaluation, 0)
+                env_steps_before = float(getattr(self.family, "env_steps", 0))
             for iteration in range(self.start_iteration, config.iterations):
                 if self._stop_signal is not None:
                     break
@@ -378,6 +408,7 @@ class Trainer:
                 self.totals["env_steps_total"] += env_steps
                 row: dict[str, Any] = {
                     "iteration": iteration,
+                    "updates": iteration + 1,
                     "time_s": self.elapsed,
                     "iteration_time_s": seconds,
                     **metrics,
@@ -388,16 +419,18 @@ class Trainer:
                 last = iteration == config.iterations - 1
                 perturbed = self._perturbed_values()
                 if perturbed is not None:
-                    wandb.log_histograms({"perturbed_objective_hist": perturbed}, step=iteration)
+                    wandb.log_histograms(
+                        {"perturbed_objective_hist": perturbed}, step=iteration + 1
+                    )
                 if (iteration + 1) % config.evaluation.every == 0 or last:
                     last_eval = self.evaluate()
                     row.update(last_eval.summary("eval"))
                     row.update(self.evaluate(split="train").summary("train_eval"))
-                    self._log_evaluation(wandb, last_eval, iteration)
+                    self._log_evaluation(wandb, last_eval, iteration + 1)
                     # Evaluation rollouts are not training env steps.
                     env_steps_before = float(getattr(self.family, "env_steps", 0))
                 writer.write(row)
-                wandb.log(row, step=iteration)
+                wandb.log(row, step=iteration + 1)  # wandb's step: meta-updates done
                 progress.update(row)
                 completed = iteration + 1
                 if completed % config.checkpoint.every == 0 or last:
@@ -416,9 +449,7 @@ class Trainer:
                 signal.signal(sig, handler)
             progress.close()
             writer.close()
-            close = getattr(self.learner, "close", None)
-            if close is not None:  # e.g. ES-MAML's Ray workers
-                close()
+            self.learner.close()  # e.g. ES-MAML's Ray workers
         # A signal during the last iteration stopped nothing: the run is complete, so it ends
         # as one (summary, exit 0) rather than as a preempted run that has nothing to resume.
         if self._stop_signal is not None and completed < config.iterations:
@@ -500,7 +531,7 @@ def evaluate_run(
         "iteration": trainer.start_iteration,
         "split": split,
         "num_tasks": used_tasks,
-        "seed": config.seed + EVAL_SEED_OFFSET,
+        "seed": evaluation_seed(config.seed),
         "command": command,
         "curve": curve,
     }

@@ -72,8 +72,14 @@ def shape_fitness(values: Tensor, shaping: Shaping, valid: Tensor | None = None)
     in the statistics and come back as 0.
 
     - none: unchanged.
-    - zscore: (f - mean) / std (std of 0 gives 0, not NaN).
-    - centered_rank: rank / (M - 1) - 0.5, ties broken by position (OpenAI ES).
+    - zscore: ``(f - mean) / std``. A spread at the level of rounding, ``std <= 8 eps max|f|``
+      (all values equal up to an ulp of their mean), is no signal: the row gets zeros, never
+      a full +-1 step on a plateau.
+    - centered_rank: ``rank / (M - 1) - 0.5`` (OpenAI ES); tied values share the average of
+      their ranks, so a plateau gives zeros whatever the order of its members.
+
+    A NaN or inf among a row's valid values makes the whole shaped row NaN: the shaping never
+    hides a failed evaluation from the caller's NaN policy.
     """
     if shaping == "none":
         return values if valid is None else torch.where(valid, values, torch.zeros_like(values))
@@ -81,19 +87,28 @@ def shape_fitness(values: Tensor, shaping: Shaping, valid: Tensor | None = None)
         valid = torch.ones_like(values, dtype=torch.bool)
     count = valid.sum(-1, keepdim=True).clamp_min(1)
     filled = torch.where(valid, values, torch.zeros_like(values))
+    broken = (valid & ~torch.isfinite(values)).any(-1, keepdim=True)
     if shaping == "zscore":
         mean = filled.sum(-1, keepdim=True) / count
         centered = torch.where(valid, values - mean, torch.zeros_like(values))
         std = (centered.square().sum(-1, keepdim=True) / count).sqrt()
-        return torch.where(std > 0, centered / std.clamp_min(torch.finfo(values.dtype).tiny), 0.0)
-    if shaping == "centered_rank":
-        # Invalid entries sort last so valid ranks are 0..count-1.
-        keyed = torch.where(valid, values, torch.full_like(values, float("inf")))
-        ranks = keyed.argsort(dim=-1, stable=True).argsort(dim=-1).to(values.dtype)
+        scale = filled.abs().amax(-1, keepdim=True)
+        signal = std > 8 * torch.finfo(values.dtype).eps * scale
+        shaped = torch.where(signal, centered / std.clamp_min(torch.finfo(values.dtype).tiny), 0.0)
+    elif shaping == "centered_rank":
+        # Invalid entries sort last so valid ranks are 0..count-1; a value's rank is the mean
+        # of the first and last positions its ties occupy in sorted order.
+        keyed = torch.where(valid, values, torch.full_like(values, float("inf"))).contiguous()
+        ordered = keyed.sort(dim=-1).values
+        first = torch.searchsorted(ordered, keyed, right=False)
+        last = torch.searchsorted(ordered, keyed, right=True) - 1
+        ranks = (first + last).to(values.dtype) / 2
         centered = ranks / (count - 1).clamp_min(1).to(values.dtype) - 0.5
-        return torch.where(valid & (count > 1), centered, torch.zeros_like(values))
-    check_shaping(shaping)
-    raise AssertionError("unreachable")
+        shaped = torch.where(valid & (count > 1), centered, torch.zeros_like(values))
+    else:
+        check_shaping(shaping)
+        raise AssertionError("unreachable")
+    return torch.where(broken, torch.full_like(shaped, float("nan")), shaped)
 
 
 def estimator_weights(
@@ -108,7 +123,10 @@ def estimator_weights(
     """Weights ``w [*B, N]`` such that the estimate is ``sum_i w_i z_i``.
 
     ``values`` is ``[*B, M]`` in the population layout of ``method``; ``baseline`` is f(theta)
-    (``[*B]`` or a scalar), required by ``forward`` on raw values (shaping ``none``).
+    (``[*B]`` or a scalar), or each member's own baseline ``[*B, M]`` (ES-MAML: the pivot of
+    the member's task), required by ``forward`` on raw values (shaping ``none``). Shaped
+    ``forward`` shapes the differences to the baseline; without one it shapes the values,
+    which is the same for a common baseline (shaping ignores a common shift).
     ``valid [*B, N]`` masks dropped directions (an antithetic pair is dropped whole); the mean
     is then over the valid ones.
     """
@@ -121,15 +139,17 @@ def estimator_weights(
         pop_valid = torch.cat([valid, valid], -1) if method == "antithetic" else valid
     if method == "naive":
         weights = shape_fitness(values, shaping, pop_valid) / sigma
-    elif method == "forward" and shaping != "none":
-        # Shaping is invariant to a common shift of the values: f(theta) cancels, so the
-        # baseline is neither needed nor worth an evaluation.
-        weights = shape_fitness(values, shaping, pop_valid) / sigma
     elif method == "forward":
         if baseline is None:
-            raise ValueError("method='forward' needs baseline=f(theta)")
-        base = torch.as_tensor(baseline, dtype=values.dtype, device=values.device)
-        diffs = values - (base.unsqueeze(-1) if base.ndim else base)
+            if shaping == "none":
+                raise ValueError("method='forward' needs baseline=f(theta)")
+            # Shaping is invariant to a common shift of the values: f(theta) cancels, so a
+            # common baseline is neither needed nor worth an evaluation.
+            diffs = values
+        else:
+            base = torch.as_tensor(baseline, dtype=values.dtype, device=values.device)
+            per_member = base.ndim == values.ndim
+            diffs = values - (base if per_member or base.ndim == 0 else base.unsqueeze(-1))
         weights = shape_fitness(diffs, shaping, pop_valid) / sigma
     elif method == "antithetic":
         shaped = shape_fitness(values, shaping, pop_valid)
