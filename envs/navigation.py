@@ -99,8 +99,11 @@ class FourCorners(_PointEnv):
     """Sparse navigation to one of four corners (ES-MAML).
 
     * task: ``goal`` ``[*B, 2]``, corner ``task_id mod 4`` of
-      ``[(2, 2), (-2, 2), (-2, -2), (2, -2)]`` (counter-clockwise from the first quadrant), the id
-      uniform in {0, 1, 2, 3} (see :meth:`corner_goals` to build tasks from ids);
+      ``[(2, 2), (-2, 2), (-2, -2), (2, -2)]`` (counter-clockwise from the first quadrant; see
+      :meth:`corner_goals` to build tasks from ids). ``balanced=True`` (default) draws n tasks
+      as consecutive ids from a random start, like the reference's pools (train ids 0-49 give
+      13/13/12/12 tasks per corner), so a pool's corners differ in count by at most one;
+      ``balanced=False`` draws each id uniformly;
     * state: ``pos`` ``[*B, 2]`` from the origin; observation = ``pos``;
     * dynamics: ``p' = clip(p + clip(a, +-0.1), -5, 5)``. The ES-MAML +-0.1 step is kept: a
       corner (distance 2*sqrt(2)) is 20 steps away, well inside the horizon of 100;
@@ -119,6 +122,18 @@ class FourCorners(_PointEnv):
     corners = ((2.0, 2.0), (-2.0, 2.0), (-2.0, -2.0), (2.0, -2.0))
     radius_sq = 4.0
 
+    def __init__(
+        self,
+        balanced: bool = True,
+        *,
+        max_episode_steps: int | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        if not isinstance(balanced, bool):
+            raise TypeError(f"balanced must be a bool, got {balanced!r}")
+        super().__init__(max_episode_steps=max_episode_steps, check_finite=check_finite)
+        self.balanced = balanced
+
     @classmethod
     def corner_goals(cls, task_ids: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """Goals ``[*shape, 2]`` for integer task ids ``[*shape]`` (corner ``id mod 4``)."""
@@ -128,7 +143,11 @@ class FourCorners(_PointEnv):
     def _sample_task_params(
         self, n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
     ) -> Task:
-        ids = torch.randint(0, 4, (n,), generator=generator, device=device)
+        if self.balanced:
+            start = torch.randint(0, 4, (), generator=generator, device=device)
+            ids = start + torch.arange(n, device=device)
+        else:
+            ids = torch.randint(0, 4, (n,), generator=generator, device=device)
         return {"goal": self.corner_goals(ids, dtype)}
 
     def _observe(self, state: State, task: Task) -> Tensor:
@@ -142,15 +161,18 @@ class FourCorners(_PointEnv):
 
 
 class SixCircles(_PointEnv):
-    """Six goals on a circle with a hidden subset of correct ones (ES-MAML "combo" task).
+    """Goals on a circle with a hidden subset of correct ones (the ES-MAML "combo" task,
+    google-research ``NavigationTaskCombo``).
 
-    * goals ``g_k = sqrt(8) (cos t_k, sin t_k)`` with ``t_k = pi/4 + k pi/3``, ``k = 0..5``
-      (goal 0 is the FourCorners corner (2, 2));
-    * task: ``correct`` ``[*B, 6]`` in {0., 1.}; by default a uniformly random non-empty subset
-      (uniform over the 63 subsets), or exactly ``num_correct`` goals when that is given;
-    * state: ``pos`` ``[*B, 2]`` from the origin and ``visited`` ``[*B, 6]`` in {0., 1.};
-      observation = ``concat(pos, visited)`` (8 dims: the reward depends on ``visited``, so it
-      is observed to keep the problem Markov, while the correct subset stays hidden);
+    * goals ``g_k = sqrt(8) (cos t_k, sin t_k)`` with ``t_k = 2 pi k / num_goals``,
+      ``k = 0..num_goals-1`` (the reference's class default is 6 goals, 2 correct; its shipped
+      config uses 4 goals, 1 correct: configs/six_circles_hc.yaml);
+    * task: ``correct`` ``[*B, num_goals]`` in {0., 1.}: exactly ``num_correct`` goals chosen
+      uniformly (the reference), or with ``num_correct=None`` a uniformly random non-empty
+      subset;
+    * state: ``pos`` ``[*B, 2]`` from the origin and ``visited`` ``[*B, num_goals]`` in {0., 1.};
+      observation = ``pos`` (the reference's; the correct subset and the visits stay hidden),
+      or ``concat(pos, visited)`` with ``observe_visited=True`` (Markov in the reward);
     * dynamics: ``p' = clip(p + clip(a, +-0.1), -5, 5)``;
     * reward with ``d_k = ||p' - g_k||``::
 
@@ -163,39 +185,48 @@ class SixCircles(_PointEnv):
       rewarded with the pre-step flags. Never terminates.
     """
 
-    observation_dim = 8
     max_episode_steps = 100
     position_bound = 5.0
-    num_goals = 6
     goal_radius = math.sqrt(8.0)
     radius_sq = 4.0
     penalty = 1e4
     visit_threshold = 0.01
     task_keys = ("correct",)
-    task_shapes = {"correct": (6,)}  # noqa: RUF012
-    state_shapes = {"pos": (2,), "visited": (6,)}  # noqa: RUF012
-    observation_low = (-5.0, -5.0) + (0.0,) * 6
-    observation_high = (5.0, 5.0) + (1.0,) * 6
 
     def __init__(
         self,
-        num_correct: int | None = None,
+        num_correct: int | None = 2,
         *,
+        num_goals: int = 6,
+        observe_visited: bool = False,
         max_episode_steps: int | None = None,
         check_finite: bool = True,
     ) -> None:
+        if isinstance(num_goals, bool) or not isinstance(num_goals, int) or num_goals < 1:
+            raise ValueError(f"num_goals must be a positive int, got {num_goals!r}")
+        if num_correct is not None and not 1 <= num_correct <= num_goals:
+            raise ValueError(f"num_correct must be in [1, {num_goals}], got {num_correct}")
+        if not isinstance(observe_visited, bool):
+            raise TypeError(f"observe_visited must be a bool, got {observe_visited!r}")
+        self.num_goals, self.num_correct = num_goals, num_correct
+        self.observe_visited = observe_visited
+        self.task_shapes = {"correct": (num_goals,)}
+        self.state_shapes = {"pos": (2,), "visited": (num_goals,)}
+        self.observation_dim = 2 + num_goals if observe_visited else 2
+        extra = num_goals if observe_visited else 0
+        self.observation_low = (-5.0, -5.0) + (0.0,) * extra
+        self.observation_high = (5.0, 5.0) + (1.0,) * extra
         super().__init__(max_episode_steps=max_episode_steps, check_finite=check_finite)
-        if num_correct is not None and not 1 <= num_correct <= self.num_goals:
-            raise ValueError(f"num_correct must be in [1, {self.num_goals}], got {num_correct}")
-        self.num_correct = num_correct
         # Per (device, dtype) copy of the goal table: building it every step would copy
         # host memory to the device inside the hot loop.
         self._goal_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     @classmethod
-    def goals(cls, device: torch.device | str | None = None, dtype=torch.float32) -> Tensor:
-        """The six goal positions ``[6, 2]``."""
-        t = math.pi / 4 + torch.arange(cls.num_goals, dtype=torch.float64) * (math.pi / 3)
+    def goals(
+        cls, num_goals: int = 6, device: torch.device | str | None = None, dtype=torch.float32
+    ) -> Tensor:
+        """The goal positions ``[num_goals, 2]`` at angles ``2 pi k / num_goals``."""
+        t = torch.arange(num_goals, dtype=torch.float64) * (2 * math.pi / num_goals)
         g = cls.goal_radius * torch.stack([t.cos(), t.sin()], -1)
         return g.to(device=device, dtype=dtype)
 
@@ -221,6 +252,8 @@ class SixCircles(_PointEnv):
         }
 
     def _observe(self, state: State, task: Task) -> Tensor:
+        if not self.observe_visited:
+            return state["pos"]
         return torch.cat([state["pos"], state["visited"]], -1)
 
     def _step(self, state: State, task: Task, action: Tensor) -> tuple[State, Tensor, Tensor]:
@@ -228,8 +261,8 @@ class SixCircles(_PointEnv):
         key = (pos.device, pos.dtype)
         goals = self._goal_cache.get(key)
         if goals is None:
-            goals = self._goal_cache[key] = self.goals(pos.device, pos.dtype)
-        d2 = (pos.unsqueeze(-2) - goals).square().sum(-1)  # [*B, 6]
+            goals = self._goal_cache[key] = self.goals(self.num_goals, pos.device, pos.dtype)
+        d2 = (pos.unsqueeze(-2) - goals).square().sum(-1)  # [*B, num_goals]
         correct = task["correct"]
         visited = state["visited"]
         wrong_term = self.penalty * (d2 - self.radius_sq).clamp(max=0.0)

@@ -1,410 +1,414 @@
-"""Meta-RL results: train the committed RL configs, keep their data, render results/rl.md + figures.
+"""Meta-RL results over seeds: train the committed RL configs, keep the data, render results/rl.md.
 
-    .venv/bin/python scripts/rl_results.py --run     # train every run, write results/data/rl/
-    .venv/bin/python scripts/rl_results.py           # render from results/data/rl/ alone
-    .venv/bin/python scripts/rl_results.py --run --only nav2d_es four_corners_hc
+    .venv/bin/python scripts/rl_results.py --run            # train every run (2 at a time)
+    .venv/bin/python scripts/rl_results.py                  # render from results/data/rl/ alone
+    .venv/bin/python scripts/rl_results.py --run --only nav2d_es --jobs 1
+    .venv/bin/python scripts/rl_results.py --smoke          # CI: 2 seeds x 3 iterations, no data
 
-``--run`` trains each run with its own command (``WANDB_MODE=disabled OMP_NUM_THREADS=1
-.venv/bin/esmaml train CONFIG --run-dir runs/rl/NAME``), one after another, then writes one small
-JSON per run to results/data/rl/NAME.json: the resolved config, the held-out evaluations
-(iteration, training env steps, time_s, queries, pre and post return and the post return's
-standard deviation over tasks), the final summary, and provenance (git commit and whether the tree
-was dirty, python/torch/platform, thread count, the exact command, load average before and after,
-dates, process wall and CPU seconds). The default (no flag) renders results/rl.md,
-results/nav2d.png, results/four_corners.png and results/halfcheetah_fb.png from those files alone,
-so it works in a fresh clone; rendering is deterministic (no clock, no machine state, no PNG
-timestamp).
+Each experiment is a committed config plus overrides, trained with seeds 0..4 by its own command
+(``WANDB_MODE=disabled OMP_NUM_THREADS=1 .venv/bin/esmaml train CONFIG [OVERRIDES] seed=S
+--run-dir runs/rl/NAME-sS``). ``--run`` writes one JSON per run to
+results/data/rl/NAME-sS.json: the resolved config, the held-out evaluation curve (the trainer's
+iteration -1 row evaluates the initial meta-parameters, before any update), and provenance
+(commit, dirty flag, command, machine, process wall and CPU seconds). Rendering reads those files
+alone and is deterministic.
 
-One intra-op thread: on this shared 2-core machine torch's second thread stalls on the small ops
-of a rollout (benchmarks/es_maml_iteration.py measures both). The trainer evaluates on the
-held-out test pool every ``evaluation.every`` iterations, after the iteration; the point at
-iteration 0 (env steps 0) is the same evaluation of the initial meta-parameters, computed at
-``--run`` time by building the run's Trainer from its config.yaml (the same seed, so the same
-initial theta and tasks) without training. Wall clock in the table is the whole ``esmaml train``
-process (evaluations included); it depends on the machine and its load, the returns do not.
+The claim per experiment is a difference: the held-out post-adaptation return of the last
+evaluation minus that of the initial meta-parameters (same tasks, same evaluation seeds, which
+are a substream disjoint from training's), per training seed; the table gives its mean over
+the seeds and the 95% confidence interval of that mean (Student t, n - 1 degrees of freedom).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import shlex
+import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import results_runs
-from results_runs import (
-    ENV,
-    ROOT,
-    code_line,
-    load_records,
-    train_command,
-)
+from results_runs import ENV, ROOT, code_line, now, run_provenance
 
 RUNS = ROOT / "runs" / "rl"  # git-ignored scratch: run dirs with checkpoints
 RESULTS = ROOT / "results"
-DATA = RESULTS / "data" / "rl"  # committed: one JSON per run
+DATA = RESULTS / "data" / "rl"  # committed: one JSON per (experiment, seed)
 SCRIPT = ".venv/bin/python scripts/rl_results.py"
+SEEDS = (0, 1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
-class Run:
+class Experiment:
     name: str
-    group: str  # figure: nav2d, four_corners, halfcheetah_fb
     config: str
+    overrides: tuple[str, ...] = ()
+    label: str = ""
+    seeds: tuple[int, ...] = field(default=SEEDS)
 
-    @property
-    def run_dir(self) -> Path:
-        return RUNS / self.name
-
-    @property
-    def adaptation(self) -> str:
-        return "hill climbing" if self.name.endswith("_hc") else "ES gradient"
-
-    @property
-    def command(self) -> str:
-        """The command, as run from the repository root."""
-        return train_command("rl", self.name, self.config)
+    def command(self, seed: int, extra: tuple[str, ...] = ()) -> str:
+        env = " ".join(f"{key}={value}" for key, value in ENV.items())
+        argv = [".venv/bin/esmaml", "train", self.config, *self.overrides, *extra, f"seed={seed}"]
+        argv += ["--run-dir", f"runs/rl/{self.name}-s{seed}"]
+        return f"{env} {shlex.join(argv)}"
 
 
-RUN_SPECS = [
-    Run("nav2d_es", "nav2d", "configs/nav2d_es.yaml"),
-    Run("nav2d_hc", "nav2d", "configs/nav2d_hc.yaml"),
-    Run("four_corners_es", "four_corners", "configs/four_corners_es.yaml"),
-    Run("four_corners_hc", "four_corners", "configs/four_corners_hc.yaml"),
-    Run("halfcheetah_fb_es", "halfcheetah_fb", "configs/halfcheetah_fb_es.yaml"),
+LEGACY = "task.params.normalize_observations=legacy"
+OFF = "task.params.normalize_observations=false"
+SCALED = "task.params.parametrization=scaled"
+EXPERIMENTS = [
+    # The acceptance configs, as shipped.
+    Experiment("nav2d_es", "configs/nav2d_es.yaml", label="Navigation2D, ES-gradient"),
+    Experiment("four_corners_hc", "configs/four_corners_hc.yaml", label="FourCorners, HC"),
+    Experiment("six_circles_hc", "configs/six_circles_hc.yaml", label="SixCircles, HC"),
+    # Normaliser ablation: preserving (the shipped default) against legacy and off.
+    Experiment("nav2d_es_legacy_norm", "configs/nav2d_es.yaml", (LEGACY,), "Navigation2D, ES"),
+    Experiment("nav2d_es_no_norm", "configs/nav2d_es.yaml", (OFF,), "Navigation2D, ES"),
+    Experiment(
+        "four_corners_hc_legacy_norm", "configs/four_corners_hc.yaml", (LEGACY,), "FourCorners, HC"
+    ),
+    Experiment(
+        "four_corners_hc_no_norm", "configs/four_corners_hc.yaml", (OFF,), "FourCorners, HC"
+    ),
+    # Policy ablation: esmaml's old scaled policy against the reference's.
+    Experiment("nav2d_es_scaled_policy", "configs/nav2d_es.yaml", (SCALED,), "Navigation2D, ES"),
+    Experiment(
+        "four_corners_hc_scaled_policy",
+        "configs/four_corners_hc.yaml",
+        (SCALED,),
+        "FourCorners, HC",
+    ),
 ]
-NOTES = [
-    "## Notes",
-    "",
-    "- Configs: the paper defaults (K=20 queries, sigma 0.1 for the meta and adaptation "
-    "smoothing, alpha 0.05, beta 0.01 plain SGD, 150 antithetic perturbations with one task "
-    "each, 50/50 train/test task pools, horizon 100, linear policy, z-score shaping). Changed "
-    "for these results: `iterations` 200 -> 400 in the four 2-D configs and 30 -> 50 in "
-    "`halfcheetah_fb_es.yaml` (compute budget); nothing else.",
-    "- HalfCheetah is sized for this machine, not the paper: 16 antithetic pairs, K=5, "
-    "horizon 200, 10 evaluation tasks (see the config's header); its returns are noisy and "
-    "its curve is a smoke-scale run, not evidence for or against the paper's MuJoCo results.",
-    "- One seed per run and 50 held-out tasks per evaluation: differences within a few "
-    "standard errors are noise.",
+BY_NAME = {e.name: e for e in EXPERIMENTS}
+MAIN = ["nav2d_es", "four_corners_hc", "six_circles_hc"]
+NORMALISER = [
+    ("Navigation2D, ES-gradient", ["nav2d_es", "nav2d_es_legacy_norm", "nav2d_es_no_norm"]),
+    (
+        "FourCorners, hill climbing",
+        ["four_corners_hc", "four_corners_hc_legacy_norm", "four_corners_hc_no_norm"],
+    ),
 ]
-TITLES = {
-    "nav2d": "Navigation2D (dense), linear policy",
-    "four_corners": "FourCorners (sparse), linear policy",
-    "halfcheetah_fb": "HalfCheetah forward-backward, linear policy",
+POLICY = [
+    ("Navigation2D, ES-gradient", ["nav2d_es", "nav2d_es_scaled_policy"]),
+    ("FourCorners, hill climbing", ["four_corners_hc", "four_corners_hc_scaled_policy"]),
+]
+VARIANT = {
+    "": "preserving normaliser, reference policy (shipped)",
+    "legacy_norm": "legacy normaliser (all rollouts, theta not rebased)",
+    "no_norm": "no normaliser",
+    "scaled_policy": "scaled policy (0.1 tanh, zero output layer)",
 }
 
 
 # ---------------------------------------------------------------------------------------------
-# --run: train, then write results/data/rl/NAME.json
+# --run
 # ---------------------------------------------------------------------------------------------
 
 
-def collect(run: Run, timing: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    """The run's data file: config, held-out evaluations, final numbers, provenance."""
-    curves = {
-        "env_steps_total": "env_steps_total",  # training rollouts
+def train_one(experiment: Experiment, seed: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One ``esmaml train`` in a fresh run dir; its wall and CPU seconds (``os.wait4``)."""
+    command = experiment.command(seed, extra)
+    run_dir = RUNS / f"{experiment.name}-s{seed}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    argv = [str(Path(sys.executable).parent / "esmaml"), *shlex.split(command)[3:]]
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, **ENV, "PYTHONPATH": pythonpath}
+    print(f"[{experiment.name} seed {seed}] {command}", flush=True)
+    started, load_before, clock = now(), os.getloadavg(), time.perf_counter()
+    with (run_dir.parent / f"{experiment.name}-s{seed}.log").open("w") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{experiment.name} seed {seed} failed with exit code {code}")
+    wall = time.perf_counter() - clock
+    print(f"[{experiment.name} seed {seed}] done in {wall:.0f} s", flush=True)
+    return {
+        "command": command,
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "started": started,
+        "finished": now(),
+        "process_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "load_before": list(load_before),
+        "load_after": list(os.getloadavg()),
+    }
+
+
+def collect(experiment: Experiment, seed: int, timing: dict[str, Any], provenance: dict) -> dict:
+    import yaml
+
+    run_dir = ROOT / timing["run_dir"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval_return_post_adaptation" in row]
+    if not evals or evals[0]["iteration"] != -1:
+        raise RuntimeError(f"{run_dir}: no iteration -1 evaluation (evaluation.initial off?)")
+    keys = {
+        "updates": "updates",
+        "env_steps": "env_steps_total",
         "time_s": "time_s",
-        "queries_total": "queries_total",
         "pre": "eval_return_pre_adaptation",
         "post": "eval_return_post_adaptation",
-        "post_std": "eval_post_adaptation_std",
     }
-    labels = {"group": run.group, "adaptation": run.adaptation}
-    return results_runs.collect(run, "rl", timing, provenance, labels=labels, curves=curves)
+    curve = {name: [row.get(key) for row in evals] for name, key in keys.items()}
+    curve["obs_std_mean"] = [
+        next((r.get("obs_std_mean") for r in rows if r["iteration"] == row["iteration"]), None)
+        for row in evals
+    ]
+    return {
+        "name": experiment.name,
+        "seed": seed,
+        "config_file": experiment.config,
+        "overrides": list(experiment.overrides),
+        "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
+        "evals": curve,
+        "provenance": {**provenance, **timing},
+    }
+
+
+def run(names: list[str] | None, jobs: int) -> None:
+    provenance = run_provenance()
+    DATA.mkdir(parents=True, exist_ok=True)
+    todo = [(e, s) for e in EXPERIMENTS if not names or e.name in names for s in e.seeds]
+
+    def one(item: tuple[Experiment, int]) -> None:
+        experiment, seed = item
+        record = collect(experiment, seed, train_one(experiment, seed), provenance)
+        path = DATA / f"{experiment.name}-s{seed}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, item) for item in todo]:
+            future.result()
+
+
+def smoke() -> None:
+    """CI: every experiment's command runs (2 seeds, 3 iterations); nothing is written."""
+    for experiment in EXPERIMENTS:
+        for seed in experiment.seeds[:2]:
+            timing = train_one(experiment, seed, ("iterations=3", "evaluation.every=3"))
+            record = collect(experiment, seed, timing, {})
+            assert len(record["evals"]["post"]) == 2, record["evals"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering: results/data/rl/*.json -> rl.md and the figures (deterministic)
+# statistics
 # ---------------------------------------------------------------------------------------------
 
 
-class Point(NamedTuple):
-    iteration: int
-    env_steps: float
-    pre: float
-    post: float
-    post_std: float
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the Student-t confidence interval of the mean of ``values`` (n - 1 dof)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
-def points(record: dict[str, Any]) -> list[Point]:
-    e = record["evals"]
-    columns = (e["iteration"], e["env_steps_total"], e["pre"], e["post"], e["post_std"])
-    return [Point(*values) for values in zip(*columns)]
+def gains(records: list[dict[str, Any]]) -> list[float]:
+    """Per seed: last evaluation's post-adaptation return minus the initial one's."""
+    return [r["evals"]["post"][-1] - r["evals"]["post"][0] for r in records]
 
 
-def num_tasks(record: dict[str, Any]) -> int:
-    return int(record["config"]["evaluation"]["num_tasks"])
+def fmt(mean: float, low: float, high: float) -> str:
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
-def env_name(record: dict[str, Any]) -> str:
-    return TITLES[record["group"]].split(",")[0]
+def level(values: list[float]) -> str:
+    mean, low, high = t_interval(values)
+    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
-def caption(label: str, text: str, records: list[dict[str, Any]]) -> str:
-    return results_runs.caption(label, text, records, script=SCRIPT, kind="rl")
+# ---------------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------------
 
 
-def load_data(data_dir: Path) -> dict[str, dict[str, Any]]:
-    return load_records(data_dir, [run.name for run in RUN_SPECS], SCRIPT, require_all=False)
+def load_data(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Records per experiment (seeds in order); exits when there is no data at all."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(data_dir.glob("*-s*.json")):
+        record = json.loads(path.read_text())
+        grouped.setdefault(record["name"], []).append(record)
+    if not grouped:
+        sys.exit(f"no data under {data_dir}: run `{SCRIPT} --run` first")
+    return {name: sorted(rs, key=lambda r: r["seed"]) for name, rs in grouped.items()}
 
 
-def fmt(x: float) -> str:
-    return f"{x:.1f}" if abs(x) < 1e4 else f"{x:.3g}"
+def verdict(records: list[dict[str, Any]]) -> str:
+    _, low, high = t_interval(gains(records))
+    if low > 0:
+        return "learns (CI above 0)"
+    if high < 0:
+        return "**worse** (CI below 0)"
+    return "**not shown** (CI contains 0)"
 
 
-def plot(group: str, records: list[dict[str, Any]], out: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2, sharey=True)
-    colors = {"ES gradient": "tab:blue", "hill climbing": "tab:red"}
-    for record in records:
-        curve, adaptation = points(record), record["adaptation"]
-        color = colors[adaptation]
-        for axis, x in zip(axes, ([p.iteration for p in curve], [p.env_steps for p in curve])):
-            axis.plot(
-                x,
-                [p.post for p in curve],
-                "-o",
-                ms=3,
-                color=color,
-                label=f"{adaptation}: post-adaptation",
-            )
-            axis.plot(
-                x,
-                [p.pre for p in curve],
-                "--",
-                color=color,
-                alpha=0.6,
-                label=f"{adaptation}: pre-adaptation",
-            )
-    axes[0].set_xlabel("meta-iteration")
-    axes[1].set_xlabel("environment steps (training)")
-    axes[0].set_ylabel("held-out return (mean over test tasks)")
-    for axis in axes:
-        axis.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    figure.suptitle(TITLES[group])
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
-    figure.savefig(out, dpi=120, metadata={"Software": None})
+def summary_row(name: str, records: list[dict[str, Any]]) -> str:
+    first = records[0]
+    iterations = first["config"]["iterations"]
+    steps = sum(r["evals"]["env_steps"][-1] for r in records) / len(records)
+    wall = sum(r["provenance"]["process_s"] for r in records) / len(records)
+    initial = [r["evals"]["post"][0] for r in records]
+    final = [r["evals"]["post"][-1] for r in records]
+    return (
+        f"| {name} | {len(records)} | {iterations} | {steps / 1e6:.1f}M | {wall:.0f} s | "
+        f"{level(initial)} | {level(final)} | {fmt(*t_interval(gains(records)))} | "
+        f"{verdict(records)} |"
+    )
 
 
-def table(records: dict[str, dict[str, Any]]) -> list[str]:
+HEADER = (
+    "| experiment | seeds | iterations | env steps / run | wall / run | post return, "
+    "iteration 0 | post return, last | gain (last - 0) | verdict |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def plot(groups: list[tuple[str, list[str]]], data: dict, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from scipy import stats
+
+    figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
+    for ax, (panel, names) in zip(axes[0], groups):
+        for name in names:
+            records = data.get(name)
+            if not records:
+                continue
+            length = min(len(r["evals"]["post"]) for r in records)
+            x = np.asarray(records[0]["evals"]["updates"][:length], dtype=float)
+            y = np.asarray([r["evals"]["post"][:length] for r in records], dtype=float)
+            mean = y.mean(0)
+            n = y.shape[0]
+            half = stats.t.ppf(0.975, n - 1) * y.std(0, ddof=1) / np.sqrt(n) if n > 1 else 0 * mean
+            variant = name.split("_", 2)[-1] if name not in MAIN else ""
+            label = VARIANT.get(variant, name) if name not in MAIN else name
+            (line,) = ax.plot(x, mean, label=f"{label} (n={n})")
+            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.set_title(panel, fontsize="medium")
+        ax.set_xlabel("meta-updates")
+        ax.set_ylabel("held-out post-adaptation return")
+        ax.legend(fontsize="small")
+    figure.suptitle(title + " (mean, shaded 95% t-interval across seeds)", fontsize="medium")
+    figure.tight_layout()
+    figure.savefig(out, dpi=90, metadata={"Software": None})
+    plt.close(figure)
+
+
+def caption(records: list[dict[str, Any]], what: str) -> str:
+    configs = sorted({f"`{r['config_file']}`" for r in records})
+    return (
+        f"*{what} Produced by `{SCRIPT} --run` at {code_line(records)}; each run is "
+        f"`{ENV_LINE} .venv/bin/esmaml train CONFIG [OVERRIDES] seed=S --run-dir "
+        f"runs/rl/NAME-sS` (configs: {', '.join(configs)}; each run's exact command is in "
+        f"`results/data/rl/NAME-sS.json`); re-rendered by `{SCRIPT}`.*"
+    )
+
+
+ENV_LINE = " ".join(f"{key}={value}" for key, value in ENV.items())
+
+
+def render(data: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    every = [r for records in data.values() for r in records]
     lines = [
-        "| env | adaptation | iterations | env steps | wall clock | pre start | post start "
-        "| pre end | post end | best post (iteration) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "# Meta-RL results: does meta-training make adaptation better?",
+        "",
+        "Every number below is over training seeds 0-4 (one run each). The claim is the *gain*:",
+        "held-out post-adaptation return (50 test-pool tasks, evaluation seeds a substream",
+        "disjoint from training's) at the **last** evaluation minus the same evaluation of the",
+        "initial meta-parameters (iteration 0, before any update), per seed; each cell gives",
+        "the mean over seeds and, in brackets, the 95% confidence interval of that mean",
+        "(Student t, 4 degrees of freedom). Returns are higher-is-better (minus the loss).",
+        "",
+        "## Acceptance: the shipped configs, as shipped",
+        "",
+        HEADER,
     ]
-    for r in records.values():
-        curve = points(r)
-        best = max(curve[1:], key=lambda p: p.post)
-        lines.append(
-            f"| {env_name(r)} | {r['adaptation']} | {r['final']['iterations']} | "
-            f"{r['final']['env_steps_total'] / 1e6:.1f}M | "
-            f"{r['provenance']['process_s'] / 60:.1f} min | {fmt(curve[0].pre)} | "
-            f"{fmt(curve[0].post)} | {fmt(curve[-1].pre)} | {fmt(curve[-1].post)} | "
-            f"{fmt(best.post)} ({best.iteration}) |"
-        )
-    return lines
-
-
-def timing_table(records: dict[str, dict[str, Any]]) -> list[str]:
-    lines = [
-        "| run | command | train s (time_s) | process s | CPU s | load before | load after "
-        "| started (UTC) | finished (UTC) |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    lines += [summary_row(name, data[name]) for name in MAIN if name in data]
+    main_records = [r for name in MAIN for r in data.get(name, [])]
+    lines += ["", caption(main_records, "Table 1. The shipped paper-default configs."), ""]
+    plot([(name, [name]) for name in MAIN if name in data], data, out / "rl_main.png", "Meta-RL")
+    lines += ["![Held-out post-adaptation return against meta-updates](rl_main.png)", ""]
+    lines += ["## Observation normaliser ablation", "", HEADER]
+    for _, names in NORMALISER:
+        lines += [summary_row(n, data[n]) for n in names if n in data]
+    lines += [""]
+    norm_records = [r for _, ns in NORMALISER for n in ns for r in data.get(n, [])]
+    lines += [
+        "| experiment | obs std divided by, after update 1 → last (mean over seeds) |",
+        "|---|---|",
     ]
-    for name, r in records.items():
-        p = r["provenance"]
-        lines.append(
-            f"| {name} | `{r['command']}` | {r['final']['time_s']:.0f} | {p['process_s']:.0f} | "
-            f"{p['cpu_s']:.0f} | {p['load_before'][0]:.2f} | {p['load_after'][0]:.2f} | "
-            f"{p['started']} | {p['finished']} |"
-        )
-    return lines
-
-
-def end(record: dict[str, Any]) -> str:
-    last = points(record)[-1]
-    return f"{fmt(last.post)} ± {last.post_std / num_tasks(record) ** 0.5:.1f}"
-
-
-def claims(records: dict[str, dict[str, Any]]) -> list[str]:
-    """The paper's claims, judged on these runs (one seed each)."""
-    out = ["## The paper's claims, checked on these runs", ""]
-    es, hc = records.get("four_corners_es"), records.get("four_corners_hc")
-    if es and hc:
-        es_c, hc_c = points(es), points(hc)
-        es_mean = sum(p.post for p in es_c) / len(es_c)
-        hc_mean = sum(p.post for p in hc_c) / len(hc_c)
-        wins = sum(h.post > e.post for h, e in zip(hc_c, es_c))
-        supported = hc_c[-1].post > es_c[-1].post and hc_mean > es_mean
-        out += [
-            "1. **Hill climbing explores better than ES-gradient on the sparse FourCorners** - "
-            + ("supported" if supported else "not supported")
-            + " here. Held-out post-adaptation return at the end: hill climbing "
-            f"{end(hc)} vs ES gradient {end(es)} (± standard error over the "
-            f"{num_tasks(hc)} test tasks); at iteration 0 {fmt(hc_c[0].post)} vs "
-            f"{fmt(es_c[0].post)}; averaged over all {len(hc_c)} evaluations {fmt(hc_mean)} vs "
-            f"{fmt(es_mean)}; hill climbing ahead at {wins} of {len(hc_c)} evaluations. The "
-            f"pre-adaptation return is {fmt(es_c[-1].pre)} (ES) / {fmt(hc_c[-1].pre)} (HC), "
-            "i.e. -4 per step: the meta-policy alone stays outside every goal disc, so all "
-            "reward comes from what the adaptation step finds. The per-step cost is -4 outside "
-            "the disc, so -400 means no signal at all and higher means more time inside the "
-            "goal's radius-2 disc. The operators spend about the same queries per adaptation "
-            "(ES: 20 directions, whose z-scored values need no pivot; HC: the pivot and 20 "
-            "proposals), and the gap is already there at iteration 0, so it comes from the "
-            "operators' exploration, not from meta-training.",
-            "",
-        ]
-    adapted = []
-    for r in records.values():
-        curve = points(r)
-        adapted.append((r, curve[0].post - curve[0].pre, curve[-1].post - curve[-1].pre))
-    paper = [a for a in adapted if a[0]["group"] != "halfcheetah_fb"]
-    small = [a for a in adapted if a[0]["group"] == "halfcheetah_fb"]
-    ok = all(start > 0 and finish > 0 for _, start, finish in paper)
-    verdict = ("supported" if ok else "not supported") + " on the 2-D tasks (paper configs)"
-    if small:
-        small_ok = all(start > 0 and finish > 0 for _, start, finish in small)
-        verdict += ("; also on" if small_ok else "; not on") + (
-            " the smoke-scale HalfCheetah run (K=5 ES-gradient queries, 10 tasks)"
-        )
-    out += [
-        "2. **Linear deterministic policies adapt (post-adaptation > pre-adaptation return on "
-        "held-out tasks)** - "
-        + verdict
-        + ". Post minus pre at iteration 0 / at the end: "
-        + "; ".join(
-            f"{env_name(r)} {r['adaptation']} {start:+.1f} / {finish:+.1f}"
-            for r, start, finish in adapted
-        )
-        + ". Every policy here is linear and deterministic (tanh-squashed actions).",
-        "",
-    ]
-    meta = []
-    for r in records.values():
-        curve = points(r)
-        best = max(curve, key=lambda p: p.post)
-        error = curve[-1].post_std / num_tasks(r) ** 0.5
-        if curve[-1].post > curve[0].post + 2 * error:
-            trend = "improved"
-        elif curve[-1].post < curve[0].post - 2 * error:
-            trend = "got worse"
-        else:
-            trend = "no change beyond 2 standard errors"
-        if best.post > curve[-1].post + 2 * error:
-            trend += (
-                f", below its best (iteration {best.iteration}) by {best.post - curve[-1].post:.1f}"
-            )
-        meta.append(
-            f"{env_name(r)} {r['adaptation']}: post {fmt(curve[0].post)} at iteration 0 -> "
-            f"{fmt(curve[-1].post)} ± {error:.1f} at {curve[-1].iteration}, best "
-            f"{fmt(best.post)} at {best.iteration} ({trend})"
-        )
-    out += [
-        "3. **What meta-training added** (post-adaptation return of the initial vs the "
-        "meta-trained meta-policy; not a claim of the paper, but it qualifies claim 2): "
-        + "; ".join(meta)
-        + ". Most of the adaptation benefit is already there at iteration 0: the initial "
-        "meta-policy has a zero output layer (it acts at the centre of the action box), from "
-        "which one adaptation step already moves towards the goal. With the paper's beta 0.01 "
-        "and these iteration counts, meta-training itself moved the held-out post-adaptation "
-        "return little or not at all; the paper's curves ran on hundreds of workers for far "
-        "more env steps, and neither beta nor the iteration count was tuned here beyond the "
-        "budget change in the notes.",
-        "",
-    ]
-    return out + NOTES
-
-
-def render(records: dict[str, dict[str, Any]], out_dir: Path) -> None:
-    """Write ``out_dir``/rl.md and one figure per environment from the run records."""
-    everything = list(records.values())
-    first = everything[0]["provenance"]
-    lines = [
-        "# Meta-RL results: ES-MAML with ES-gradient vs hill-climbing adaptation",
-        "",
-        f"Data: `results/data/rl/*.json`, one file per run, written by `{SCRIPT} --run`; this "
-        f"file and its figures are rendered from it alone by `{SCRIPT}`. Code: "
-        f"{code_line(everything)}. Machine (from the data): {first['cpu_count']} CPU cores "
-        f"({first['cpu']}), shared with other jobs; {first['platform']}, Python "
-        f"{first['python']}, torch {first['torch']}, {first['intra_op_threads']} intra-op "
-        f"thread per run (`OMP_NUM_THREADS={first['intra_op_threads']}`).",
-        "",
-        "Returns are means over the held-out test tasks (the config's `evaluation.num_tasks`: 50 "
-        "for the 2-D tasks, 10 for HalfCheetah) of the query-phase return of the meta-policy "
-        "(pre) and of the policy after one adaptation step (post); `start` is the initial "
-        "meta-policy (iteration 0), `end` the last evaluation. Env steps count training "
-        "rollouts only (evaluations excluded). Wall clock is the whole training process on the "
-        "shared 2-core CPU (one torch thread), evaluations included: it depends on the machine "
-        "and its load, the returns and env steps do not.",
-        "",
-        *table(records),
-        "",
-        caption("Table 1", "Held-out returns at the start and end of meta-training.", everything),
-        "",
-    ]
-    figure = 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for group, title in TITLES.items():
-        members = [r for r in everything if r["group"] == group]
-        if not members:
-            continue
-        figure += 1
-        plot(group, members, out_dir / f"{group}.png")
-        lines += [
-            f"![{title}: held-out return against meta-iterations and env steps]({group}.png)",
-            "",
-            caption(
-                f"Figure {figure}",
-                f"{title}: held-out pre- and post-adaptation return (mean over "
-                f"{num_tasks(members[0])} test tasks) against meta-iterations (left) and "
-                "training env steps (right).",
-                members,
-            ),
-            "",
-        ]
-    lines += claims(records)
+    for _, names in NORMALISER:
+        for name in names:
+            if name not in data:
+                continue
+            stds = [r["evals"]["obs_std_mean"] for r in data[name]]
+            if any(s[1] is None for s in stds):
+                lines.append(f"| {name} | (no normaliser) |")
+                continue
+            start = sum(s[1] for s in stds) / len(stds)
+            end = sum(s[-1] for s in stds) / len(stds)
+            lines.append(f"| {name} | {start:.3f} → {end:.3f} |")
     lines += [
         "",
-        "## Commands and timing context",
-        "",
-        *timing_table(records),
-        "",
-        caption(
-            "Table 2",
-            "Each run's command, its meta-training seconds (`time_s`, evaluations excluded), "
-            "whole-process wall and CPU seconds, and the 1-minute load average before and "
-            "after it.",
-            everything,
-        ),
+        caption(norm_records, "Table 2. Normaliser: preserving (shipped) vs legacy vs off."),
         "",
     ]
-    (out_dir / "rl.md").write_text("\n".join(lines))
+    plot(NORMALISER, data, out / "rl_normaliser.png", "Normaliser ablation")
+    lines += ["![Normaliser ablation](rl_normaliser.png)", ""]
+    lines += ["## Policy parametrisation ablation", "", HEADER]
+    for _, names in POLICY:
+        lines += [summary_row(n, data[n]) for n in names if n in data]
+    policy_records = [r for _, ns in POLICY for n in ns for r in data.get(n, [])]
+    lines += [
+        "",
+        caption(policy_records, "Table 3. Policy: the reference's (shipped) vs esmaml's old one."),
+        "",
+    ]
+    plot(POLICY, data, out / "rl_policy.png", "Policy ablation")
+    lines += ["![Policy ablation](rl_policy.png)", ""]
+    notes = RESULTS / "rl_notes.md"
+    if notes.is_file():
+        lines += [notes.read_text().rstrip(), ""]
+    (out / "rl.md").write_text("\n".join(lines))
+    assert every  # rendered from data only
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--run", action="store_true", help="train, write results/data/rl/, then render"
-    )
-    names = [run.name for run in RUN_SPECS]
-    parser.add_argument("--only", nargs="+", choices=names, help="with --run: train only these")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to render (results/)")
-    args = parser.parse_args(argv)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", action="store_true", help="train, then write the data files")
+    parser.add_argument("--smoke", action="store_true", help="3 iterations per command, no data")
+    parser.add_argument("--only", nargs="+", choices=sorted(BY_NAME), help="experiments to run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
+    args = parser.parse_args()
+    if args.smoke:
+        smoke()
+        return
     if args.run:
-        os.environ.update(ENV)
-        sys.path.insert(0, str(ROOT))  # this checkout's esmaml, whatever the venv points at
-        results_runs.run_all(RUN_SPECS, args.only, DATA, collect)
-    render(load_data(DATA), args.out)
-    print(f"wrote {args.out / 'rl.md'} and its figures")
+        run(args.only, args.jobs)
+    render(load_data(DATA), RESULTS)
+    print(f"wrote {RESULTS / 'rl.md'}")
 
 
 if __name__ == "__main__":
+    results_runs.THREADS = 1
     main()

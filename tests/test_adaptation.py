@@ -318,9 +318,10 @@ def test_es_gradient_step_matches_hand_formula(method: str, sampling: str, shapi
 
 
 @pytest.mark.parametrize("shaping", ["zscore", "centered_rank"])
-def test_es_gradient_shape_with_pivot_is_the_reference_estimator(shaping: str) -> None:
-    """google-research's MCBlackboxOptimizer: the pivot is shaped with the K values and the
-    weights are s_k - s_pivot; for z-scores, (f_k - f(theta)) / std of all K + 1 values."""
+def test_es_gradient_forward_shape_with_pivot_is_the_reference_forward_fd(shaping: str) -> None:
+    """google-research's BlackboxAdaptation with forward_fd: the pivot is shaped with the K
+    values and the weights are s_k - s_pivot; for z-scores, (f_k - f(theta)) / std of all K + 1
+    values."""
     family, tasks, params, ids = quadratic_setup(members=6, num_tasks=3)
     k, sigma, alpha = 5, 0.1, 0.05
     operator = ESGradientAdaptation(
@@ -382,6 +383,7 @@ def test_es_gradient_dpp_directions_come_from_the_seed() -> None:
         (2,),
         oversample=4,
         bandwidth=0.5,
+        scale=0.1,
         generator=make_generator(substream(9, "directions")),
         dtype=F64,
     )
@@ -465,7 +467,10 @@ def test_identity_returns_theta() -> None:
         (lambda: ESGradientAdaptation(shaping="rank"), "shaping"),
         (lambda: ESGradientAdaptation(num_steps=-1), "num_steps"),
         (lambda: ESGradientAdaptation(shape_with_pivot=True, shaping="none"), "shape_with_pivot"),
-        (lambda: ESGradientAdaptation(shape_with_pivot=True, method="naive"), "shape_with_pivot"),
+        (
+            lambda: ESGradientAdaptation(shape_with_pivot=True, method="antithetic"),
+            "shape_with_pivot",
+        ),
         (lambda: ESGradientAdaptation(shape_with_pivot=1), "shape_with_pivot"),
         (lambda: HillClimbingAdaptation(mode="best"), "mode"),
         (lambda: HillClimbingAdaptation(evaluations=0), "evaluations"),
@@ -533,3 +538,41 @@ def test_dpp_directions_shape_and_origin() -> None:
     matches = (directions.unsqueeze(-2) == candidates.unsqueeze(-3)).all(-1)  # [2, 3, 5, 15]
     assert bool((matches.sum(-1) == 1).all())
     assert bool((matches.sum(-2) <= 1).all())
+
+
+def test_dpp_kernel_is_the_reference_kernel_on_sigma_scaled_perturbations() -> None:
+    """google-research util/dpp: L_ij = exp(-||delta_i - delta_j||^2 / (2 * 0.5^2)) on the
+    perturbations delta = 0.1 z. At D = 6 their squared distances are about 2 * 0.01 * 6 = 0.12,
+    so the kernel is far from the identity (mean off-diagonal ~0.79); dividing by D as esmaml
+    once did left it ~0.02, and the DPP sample nearly uniform."""
+    z = torch.randn(100, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    kernel = rbf_kernel(0.1 * z, 0.5)
+    off_diagonal = kernel[~torch.eye(100, dtype=torch.bool)]
+    assert 0.7 < float(off_diagonal.mean()) < 0.85
+    i, j = 3, 7
+    expected = math.exp(-float((0.1 * (z[i] - z[j])).square().sum()) / (2 * 0.25))
+    assert float(kernel[i, j]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_es_gradient_naive_shape_with_pivot_is_the_reference_default() -> None:
+    """google-research's BlackboxAdaptation default: z-score the K values together with the
+    pivot (population std), g = 1/K sum_k s_k delta_k / sigma^2 (the pivot's own score is not
+    in the sum), theta' = theta + alpha g on rewards, i.e. minus on losses."""
+    family, tasks, params, ids = quadratic_setup(members=6, num_tasks=3)
+    k, sigma, alpha = 5, 0.1, 0.05
+    operator = ESGradientAdaptation(
+        num_queries=k, sigma=sigma, step_size=alpha, method="naive", shape_with_pivot=True
+    )
+    counting = CountingFamily(family)
+    adapted = operator.adapt(counting, params, tasks, ids, seed=42)
+    assert operator.queries_per_step == k + 1 and counting.evaluations["adapt"] == 6 * (k + 1)
+    z = sample_noise(
+        (3, k, params.shape[-1]), generator=make_generator(directions_seed(42)), dtype=F64
+    )[ids]
+    delta = sigma * z
+    rewards = -family.loss(params.unsqueeze(-2) + delta, tasks, ids[:, None], phase="adapt")
+    pivot = -family.loss(params, tasks, ids, phase="adapt")
+    joint = torch.cat([rewards, pivot[:, None]], -1)
+    scores = (joint - joint.mean(-1, keepdim=True)) / joint.std(-1, unbiased=False, keepdim=True)
+    g = (scores[:, :k, None] * delta).sum(-2) / k / sigma**2
+    torch.testing.assert_close(adapted, params + alpha * g, rtol=1e-10, atol=1e-12)

@@ -128,18 +128,29 @@ def test_four_corners_formulas() -> None:
 def test_six_circles_goals_and_sampling() -> None:
     goals = SixCircles.goals(dtype=torch.float64)
     assert torch.allclose(goals.norm(dim=-1), torch.full((6,), math.sqrt(8.0), dtype=torch.float64))
-    assert torch.allclose(goals[0], t64(2.0, 2.0))
+    # The reference's angles 2 pi k / n, no offset: goal 0 on the x axis.
+    assert torch.allclose(goals[0], t64(math.sqrt(8.0), 0.0))
+    four = SixCircles.goals(4, dtype=torch.float64)
+    r = math.sqrt(8.0)
+    expected = t64(r, 0.0, 0.0, r, -r, 0.0, 0.0, -r).reshape(4, 2)
+    assert torch.allclose(four, expected, atol=1e-12)
     gen = torch.Generator().manual_seed(0)
-    c = SixCircles().sample_task_params(3000, gen)["correct"]
+    c = SixCircles(num_correct=None).sample_task_params(3000, gen)["correct"]
     assert set(c.unique().tolist()) == {0.0, 1.0}
     assert (c.sum(-1) >= 1).all() and (c.sum(-1) == 6).any()
     assert abs(c.mean().item() - 32 / 63) < 0.03  # uniform over non-empty subsets
-    c3 = SixCircles(num_correct=3).sample_task_params(100, gen)["correct"]
-    assert (c3.sum(-1) == 3).all()
+    assert (SixCircles().sample_task_params(100, gen)["correct"].sum(-1) == 2).all()
+    reference = SixCircles(1, num_goals=4).sample_task_params(400, gen)["correct"]
+    assert reference.shape == (400, 4) and (reference.sum(-1) == 1).all()
+    assert (reference.mean(0) - 0.25).abs().max() < 0.07  # each goal correct a quarter of tasks
+    assert SixCircles().observation_dim == 2
+    assert SixCircles(observe_visited=True).observation_dim == 8
+    with pytest.raises(ValueError, match="num_correct must be in"):
+        SixCircles(5, num_goals=4)
 
 
 def test_six_circles_rewards_and_visits() -> None:
-    env = SixCircles()
+    env = SixCircles(observe_visited=True)
     goals = SixCircles.goals(dtype=torch.float64)
     g0, g1 = goals[0], goals[1]
     task = {"correct": t64(1, 1, 0, 0, 0, 0)}
@@ -159,7 +170,7 @@ def test_six_circles_rewards_and_visits() -> None:
     assert state["visited"].tolist() == [1, 0, 0, 0, 0, 0]
     # a wrong goal within radius 2 costs 1e4 * (d^2 - 4)
     task = {"correct": t64(1, 0, 0, 0, 0, 0)}
-    mid = (g0 + g1) / 2  # d^2 = 2 to both g0 and g1
+    mid = (g0 + g1) / 2  # neighbours are sqrt(8) apart: d^2 = 2 to both g0 and g1
     state = {"pos": mid, "visited": torch.zeros(6, dtype=torch.float64)}
     _, r, _ = env.step(state, task, t64(0.0, 0.0))
     assert r.item() == pytest.approx(1e4 * (2 - 4) + (-4 + (4 - 2)))
@@ -169,6 +180,8 @@ def test_six_circles_rewards_and_visits() -> None:
     assert state["visited"].sum().item() == 0
     obs = env.observe(state, task)
     assert obs.shape == (8,) and torch.equal(obs[2:], state["visited"])
+    hidden = SixCircles()  # the reference observes the position only
+    assert torch.equal(hidden.observe(state, task), state["pos"])
 
 
 def test_point_mass_formulas() -> None:
@@ -502,7 +515,7 @@ def test_vector_autoreset_next_step_and_disabled() -> None:
 
 
 def test_vector_env_torch_output_and_tasks() -> None:
-    vec = BatchedMetaVectorEnv("SixCircles", num_envs=5, as_torch=True)
+    vec = BatchedMetaVectorEnv("SixCircles", num_envs=5, as_torch=True, observe_visited=True)
     obs, _ = vec.reset(seed=0)
     assert isinstance(obs, torch.Tensor) and obs.shape == (5, 8) and obs.dtype == torch.float32
     obs, rew, *_, info = vec.step(torch.zeros(5, 2))
@@ -720,3 +733,17 @@ def test_cuda_matches_cpu(name: str) -> None:
     obs, _ = vec.reset(seed=0)
     assert obs.device.type == "cuda"
     vec.step(torch.zeros(8, env.action_dim, device="cuda"))
+
+
+def test_four_corners_pools_are_balanced_like_the_reference() -> None:
+    """The reference's pools are consecutive task ids (corner = id mod 4): 50 tasks give
+    13/13/12/12 per corner. Balanced sampling gives counts that differ by at most one."""
+    env = FourCorners()
+    for seed in range(5):
+        goals = env.sample_task_params(50, torch.Generator().manual_seed(seed))["goal"]
+        counts = sorted(
+            int((goals == torch.tensor(c)).all(-1).sum()) for c in FourCorners.corners
+        )
+        assert counts == [12, 12, 13, 13]
+    free = FourCorners(balanced=False).sample_task_params(50, torch.Generator().manual_seed(0))
+    assert free["goal"].shape == (50, 2)

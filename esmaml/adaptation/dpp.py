@@ -1,8 +1,10 @@
 """Exact k-DPP selection of diverse perturbations (Kulesza & Taskar 2012), batched.
 
 ES-MAML's DPP exploration: draw ``rho * K`` Gaussian candidates, keep ``K`` of them by sampling a
-k-DPP under an RBF kernel ``L_ij = exp(-||x_i - x_j||^2 / (D * 2 h^2))`` (the squared distance is
-divided by the dimension D so the bandwidth ``h`` means the same for any model size).
+k-DPP under the reference's RBF kernel on the perturbations ``delta = sigma z`` themselves,
+``L_ij = exp(-||delta_i - delta_j||^2 / (2 h^2))`` (google-research ``util/dpp``: h = 0.5,
+sigma = 0.1). Dividing the squared distance by the dimension instead, as esmaml once did, makes
+the kernel nearly the identity at D = 6, and the DPP sample nearly uniform.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from torch import Tensor
 
 
 def rbf_kernel(points: Tensor, bandwidth: float) -> Tensor:
-    """``points [*B, N, D]`` -> ``[*B, N, N]``."""
-    sq = torch.cdist(points, points).square() / points.shape[-1]
+    """``points [*B, N, D]`` -> ``exp(-||x_i - x_j||^2 / (2 h^2))`` ``[*B, N, N]``."""
+    sq = torch.cdist(points, points).square()
     return torch.exp(-sq / (2.0 * bandwidth**2))
 
 
@@ -78,14 +80,16 @@ def dpp_directions(
     *,
     oversample: int = 5,
     bandwidth: float = 0.5,
+    scale: float = 1.0,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """``num`` directions ``[*batch, num, dim]`` chosen by a k-DPP from ``oversample * num``
-    standard Gaussian candidates."""
+    standard Gaussian candidates ``z``, under the RBF kernel of the perturbations ``scale * z``
+    (``scale``: the adaptation's sigma)."""
     candidates = torch.randn(
         (*batch, oversample * num, dim), generator=generator, device=device, dtype=dtype
     )
-    picks = sample_k_dpp(rbf_kernel(candidates, bandwidth), num, generator)
+    picks = sample_k_dpp(rbf_kernel(scale * candidates, bandwidth), num, generator)
     return torch.gather(candidates, -2, picks.unsqueeze(-1).expand(*picks.shape, dim))

@@ -8,9 +8,19 @@ shaping (ES-MAML: z-scored values). One step costs K + 1 queries with the forwar
 raw values, K when the values are shaped (shaping ignores a common shift, so the pivot cancels
 and is not evaluated), and 2K for antithetic.
 
-``shape_with_pivot=True`` is the google-research reference instead (MCBlackboxOptimizer): the
-pivot is evaluated and shaped together with the K values, and ``w_k = (s_k - s_pivot) / sigma``;
-for z-scores that is ``(f_k - f(theta)) / (sigma * std(f_1..f_K, f(theta)))``. K + 1 queries.
+``shape_with_pivot=True`` evaluates the pivot and shapes it together with the K values
+(``s = shape(f_1..f_K, f(theta))``), as the google-research reference's MC adaptation
+(``BlackboxAdaptation``) does, at K + 1 queries:
+
+- ``method='naive'``: ``w_k = s_k / sigma``, the pivot entering only through the shaping's mean
+  and spread. This is the reference's default estimator (named "antithetic" in its code,
+  though it evaluates no ``-delta``); configs that say "paper defaults" use it.
+- ``method='forward'``: ``w_k = (s_k - s_pivot) / sigma``, the reference's ``forward_fd``; for
+  z-scores ``(f_k - f(theta)) / (sigma * std(f_1..f_K, f(theta)))``. The two differ by
+  ``s_pivot / sigma * sum_k p_k``, about 31% of the step at K = 20.
+
+Equal values (a plateau) give a zero step, as the reference returns theta unchanged when the
+spread is 0.
 """
 
 from __future__ import annotations
@@ -87,11 +97,12 @@ class ESGradientAdaptation(AdaptationOperator):
         self.dpp_bandwidth = check_positive_float("dpp_bandwidth", dpp_bandwidth)
         if not isinstance(shape_with_pivot, bool):
             raise TypeError(f"shape_with_pivot must be a bool, got {shape_with_pivot!r}")
-        if shape_with_pivot and (self.method != "forward" or self.shaping == "none"):
+        if shape_with_pivot and (self.method == "antithetic" or self.shaping == "none"):
             raise ValueError(
-                "shape_with_pivot=True shapes the forward estimator's values together with the "
-                f"pivot: it needs method='forward' and shaping 'zscore' or 'centered_rank', got "
-                f"method={self.method!r}, shaping={self.shaping!r}"
+                "shape_with_pivot=True shapes the values together with the pivot: it needs "
+                "method 'naive' (the reference's default) or 'forward' (its forward_fd) and "
+                f"shaping 'zscore' or 'centered_rank', got method={self.method!r}, "
+                f"shaping={self.shaping!r}"
             )
         self.shape_with_pivot = shape_with_pivot
 
@@ -99,7 +110,7 @@ class ESGradientAdaptation(AdaptationOperator):
     def evaluates_pivot(self) -> bool:
         """Whether a step evaluates f(theta): the forward estimator on raw values, or shaped
         together with the values (``shape_with_pivot``)."""
-        return self.method == "forward" and (self.shaping == "none" or self.shape_with_pivot)
+        return self.shape_with_pivot or (self.method == "forward" and self.shaping == "none")
 
     @property
     def queries_per_step(self) -> int:
@@ -119,6 +130,7 @@ class ESGradientAdaptation(AdaptationOperator):
                 shape[:1],
                 oversample=self.dpp_oversample,
                 bandwidth=self.dpp_bandwidth,
+                scale=self.sigma,
                 generator=generator,
                 device=device,
                 dtype=dtype,

@@ -256,6 +256,15 @@ class RLFamily(TaskFamily):
             before = (torch.zeros_like(after[0]), torch.ones_like(after[1]))
         return self.policy.rebase_input(params, before, after)
 
+    def training_metrics(self) -> dict[str, float]:
+        """``obs_std_mean``: the mean over dimensions of the std the observations are divided
+        by (the committed statistics; 1 while the transform is the identity)."""
+        if not self.normalizer.enabled:
+            return {}
+        affine = self.normalizer.affine()
+        std = 1.0 if affine is None else float(affine[1].reciprocal().mean())
+        return {"obs_std_mean": std}
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Evaluation: rollouts do not feed the normalisation statistics."""

@@ -72,6 +72,11 @@ class TaskFamily(abc.ABC):
         that it acts exactly as before: the statistics never change what theta does."""
         return params
 
+    def training_metrics(self) -> dict[str, float]:
+        """Scalars describing the family's own state, logged with every training iteration
+        (e.g. the observation statistics an RL policy is normalised by). Default: none."""
+        return {}
+
     def frozen(self) -> contextlib.AbstractContextManager[None]:
         """A context in which evaluation must not change the family's state."""
         return contextlib.nullcontext()

@@ -354,6 +354,7 @@ class Trainer:
         evaluation = self.evaluate()
         row.update(evaluation.summary("eval"))
         row.update(self.evaluate(split="train").summary("train_eval"))
+        row.update(self.family.training_metrics())
         row.update(queries_total=0.0, env_steps_total=0.0)
         return row, evaluation
 
@@ -412,6 +413,7 @@ class Trainer:
                     "time_s": self.elapsed,
                     "iteration_time_s": seconds,
                     **metrics,
+                    **self.family.training_metrics(),
                     **self.totals,
                 }
                 if env_steps:
