@@ -183,10 +183,14 @@ def collect(
     import yaml
 
     rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
-    initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
-    initial.update(queries_total=0.0, env_steps_total=0.0)  # nothing trained yet
     marker = curves["post"]
-    points = [initial] + [row for row in rows if marker in row]
+    points = [row for row in rows if marker in row]
+    if not points or points[0]["iteration"] != -1:
+        # A trainer without its iteration -1 row (evaluation.initial=false): evaluate the
+        # initial meta-parameters the same way, from a Trainer rebuilt from config.yaml.
+        initial = {**initial_evaluation(run.run_dir), "iteration": -1, "time_s": 0.0}
+        initial.update(queries_total=0.0, env_steps_total=0.0)  # nothing trained yet
+        points = [initial, *points]
     summary = json.loads((run.run_dir / "summary.json").read_text())
     summary["run_dir"] = f"runs/{kind}/{run.name}"
     return {

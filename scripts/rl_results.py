@@ -192,9 +192,11 @@ def run(names: list[str] | None, jobs: int) -> None:
             future.result()
 
 
-def smoke() -> None:
-    """CI: every experiment's command runs (2 seeds, 3 iterations); nothing is written."""
+def smoke(names: list[str] | None) -> None:
+    """CI: each experiment's command runs (2 seeds, 3 iterations); no data is written."""
     for experiment in EXPERIMENTS:
+        if names and experiment.name not in names:
+            continue
         for seed in experiment.seeds[:2]:
             timing = train_one(experiment, seed, ("iterations=3", "evaluation.every=3"))
             record = collect(experiment, seed, timing, {})
@@ -401,7 +403,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
     args = parser.parse_args()
     if args.smoke:
-        smoke()
+        smoke(args.only)
         return
     if args.run:
         run(args.only, args.jobs)

@@ -7,7 +7,7 @@ creation, from the experiment config (or a picklable factory). Protocol of one i
 - driver -> object store, once: :class:`IterationInputs` = theta ``[D]``, the population seed,
   the :class:`PopulationSpec`, the task tensors ``{k: [n, ...]}``, the inner seed and the
   committed observation-normalisation statistics. Never a noise tensor: workers regenerate
-  the directions from the seed with the decorator's arithmetic.
+  the directions from the seed with ES-MAML's own arithmetic (``population_rows``).
 - driver -> worker, per sub-batch: that object's reference and a range of directions
   ``[start, stop)``; a sub-batch holds both members of each antithetic pair.
 - worker -> driver: :class:`SubBatchResult` = the values of the sub-batch's members, the
