@@ -4,6 +4,7 @@
     esmaml train --resume RUN_DIR [key=value ...]
     esmaml evaluate RUN_DIR [--num-tasks N] [--steps K [K ...]] [--split test|train]
     esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR]
+    esmaml sweep CONFIG --seeds N [key=v1,v2 ...] [--jobs J] [--address ADDR] [--out DIR]
 
 Errors a user can fix (a bad config, a missing or corrupt checkpoint, nothing to plot) print one
 line ``esmaml <command>: error: ...`` to stderr and exit with status 2, like argparse's own.
@@ -93,6 +94,21 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from esmaml.sweep import format_table, sweep
+
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / Path(args.config).stem
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    rows = sweep(
+        args.config, seeds, list(args.overrides), out=out, jobs=args.jobs, address=args.address
+    )
+    print(format_table(rows))
+    print(f"run directories and sweep.md / sweep.json: {out}")
+    return 0
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -149,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="output directory (default: the run dir, or the one holding the runs)"
     )
     plot.set_defaults(handler=_plot)
+
+    sweep = commands.add_parser(
+        "sweep", help="train a config over seeds (and a grid of overrides) in parallel on Ray"
+    )
+    sweep.add_argument("config", help="YAML config (see configs/)")
+    sweep.add_argument("overrides", nargs="*", help="key=v1,v2 grid axes, or key=value")
+    sweep.add_argument("--seeds", type=_positive_int, default=5, help="seeds per point (5)")
+    sweep.add_argument("--first-seed", type=_non_negative_int, default=0)
+    sweep.add_argument("--jobs", type=_positive_int, default=2, help="local CPUs (one per run)")
+    sweep.add_argument("--address", help="an existing Ray cluster (auto, or HOST:PORT)")
+    sweep.add_argument("--out", help="sweep directory (default runs/sweeps/<config name>)")
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 
@@ -161,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         # argparse stops filling the overrides at the first option: `train CONFIG --run-dir D
         # a=1` leaves a=1 over. Overrides may stand anywhere; anything else is an error.
-        if args.command == "train" and all("=" in item and item[0] != "-" for item in extra):
+        if args.command in ("train", "sweep") and all(
+            "=" in item and item[0] != "-" for item in extra
+        ):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
