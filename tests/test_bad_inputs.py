@@ -530,7 +530,7 @@ CASES: list[Case] = [
          CheckpointError, "is not an esmaml checkpoint (missing iteration",
          foreign_checkpoint),
     Case("ckpt-other-model", "checkpoint", "resume with task.params.hidden=[16] (another model)",
-         CheckpointError, "does not fit this run's config", resume_with_other_model),
+         ConfigError, "changed experiment keys: task.params.hidden", resume_with_other_model),
     Case("ckpt-pool-override", "checkpoint", "resume with task.test_pool=5 (the run has 2)",
          ConfigError, "cannot resume with task.test_pool=5: checkpoint",
          resume_with("task.test_pool=5")),
