@@ -114,6 +114,34 @@ def _as_sampler(distribution: object) -> Callable[[torch.Size], Tensor] | None:
     )
 
 
+def _check_moments(distribution: object) -> None:
+    """A ``torch.distributions`` noise must have zero mean and unit variance per element: the
+    estimators divide by sigma assuming so, and any other noise biases the gradient. (A custom
+    sampler's moments cannot be read; it carries the same contract.)"""
+    if not isinstance(distribution, torch.distributions.Distribution):
+        return
+    try:
+        mean = torch.as_tensor(distribution.mean, dtype=torch.float64)
+        variance = torch.as_tensor(distribution.variance, dtype=torch.float64)
+    except NotImplementedError:
+        return
+    if not (
+        torch.allclose(mean, torch.zeros_like(mean), atol=1e-6)
+        and torch.allclose(variance, torch.ones_like(variance), rtol=1e-5, atol=0)
+    ):
+        shown = ", ".join(
+            f"{name} {t.item():.6g}"
+            if t.numel() == 1
+            else f"{name} in [{t.min():.6g}, {t.max():.6g}]"
+            for name, t in (("mean", mean), ("variance", variance))
+        )
+        raise ValueError(
+            f"distribution={distribution!r} has {shown}; the estimators need zero mean and unit "
+            "variance per element (scale the step with sigma instead), e.g. "
+            "torch.distributions.Normal(0, 1) or None"
+        )
+
+
 def _normalise_argnums(argnums: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(argnums, bool) or not isinstance(argnums, (int, tuple, list)):
         raise TypeError(f"argnums must be an int or a tuple of ints, got {argnums!r}")
@@ -758,6 +786,20 @@ def zero_order(
     # Validate everything now, not when decorating or at the first backward.
     if _as_sampler(distribution) is not None and sampling == "orthogonal":
         raise ValueError(_ORTHOGONAL_NEEDS_GAUSSIAN)
+    _check_moments(distribution)
+    if shaping != "none" and num_samples == 1 and method != "antithetic":
+        # One shaped value is always 0 (z-score and centred rank ignore a common shift).
+        raise ValueError(
+            f"shaping={shaping!r} with num_samples=1 and method={method!r} gives a zero "
+            "gradient (one shaped value is always 0); use num_samples >= 2, "
+            "method='antithetic' or shaping='none'"
+        )
+    if not isinstance(enable_grad, bool):
+        raise TypeError(f"enable_grad must be True or False, got {enable_grad!r}")
+    if on_stats is not None and not callable(on_stats):
+        raise TypeError(
+            f"on_stats must be None or a callable taking a ZeroOrderStats, got {on_stats!r}"
+        )
     check_batch_mode(batch)
     check_chunk_size(chunk_size)
     check_compile(compile, batch)
