@@ -528,9 +528,9 @@ def evaluate_run(
             raise ValueError(f"adaptation steps must be ints >= 0, got {value!r}")
     if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
         raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+    trainer = Trainer.resume(directory, writer=False)
     target = Path(out) if out is not None else directory / EVAL_FILE
     check_output_file(target, "--out" if out is not None else "RUN_DIR/eval.json")
-    trainer = Trainer.resume(directory, writer=False)
     config = trainer.config
     default_steps = config.evaluation.num_steps
     if default_steps is None:
