@@ -452,6 +452,19 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path: Path) -> None:
     assert temporary_files(tmp_path) == []
 
 
+def test_a_checkpoint_of_an_older_esmaml_still_resumes(tmp_path: Path) -> None:
+    """Before safe loading, checkpoints pickled numpy's RNG key array; that array type alone is
+    allow-listed, so such runs resume. A numpy object array (arbitrary pickles inside) is not."""
+    run_dir = tiny_run(tmp_path / "run", "iterations=4")
+    state = read_checkpoint(run_dir / CHECKPOINT)
+    assert isinstance(state["rng"]["numpy"][1], np.ndarray)
+    torch.save(state, run_dir / CHECKPOINT)  # what the old save_checkpoint wrote
+    assert Trainer.resume(run_dir, ["iterations=6"]).start_iteration == 4
+    torch.save({**state, "extra": np.array([1, "a"], dtype=object)}, run_dir / CHECKPOINT)
+    with pytest.raises(UnsafeCheckpointError, match=r"holds a pickled numpy\.dtypes\.ObjectDType"):
+        read_checkpoint(run_dir / CHECKPOINT)
+
+
 def test_a_directory_or_missing_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
         read_checkpoint(tmp_path)

@@ -13,8 +13,9 @@ Layout in a run directory:
 Loading never runs code. A checkpoint holds tensors and plain Python values only (dicts, lists,
 tuples, str, int, float, bool, None); numpy arrays (numpy's RNG state) are stored as tensors and
 rebuilt on load. Files are read with ``torch.load(..., weights_only=True)``: a file that needs
-anything else to unpickle (a crafted payload, or a checkpoint of an older esmaml that pickled
-numpy objects) is refused with :class:`UnsafeCheckpointError`, never retried unsafely.
+anything else to unpickle (a crafted payload) is refused with :class:`UnsafeCheckpointError`,
+never retried unsafely. Checkpoints of older esmaml versions, which pickled numpy's RNG state as a
+uint32 array, still load: that array type alone is allow-listed.
 
 A failed write (full disk, file-size limit) raises :class:`CheckpointWriteError` naming the file;
 the temporary file is removed and the previous checkpoint is untouched.
@@ -58,6 +59,17 @@ class UnsafeCheckpointError(CheckpointError):
 class CheckpointWriteError(CheckpointError):
     """Writing a checkpoint failed (e.g. a full disk); the previous checkpoint is intact."""
 
+
+#: What checkpoints of esmaml before safe loading need beyond plain values: numpy's RNG key
+#: array (uint32). numpy rebuilds such an array from raw bytes; object arrays, whose items
+#: would be arbitrary pickles, stay refused (their dtype is not listed).
+_LEGACY_NUMPY: list[Any] = [
+    np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),  # numpy 1 files
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
 
 #: The tag of a numpy array stored as a tensor (numpy's RNG state is one).
 _NDARRAY = "__esmaml_ndarray__"
@@ -230,18 +242,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(file)!r} is a directory, not a checkpoint file")
     try:
         # weights_only=True: unpickling anything but tensors and plain values could run code.
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_LEGACY_NUMPY):
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        blocked = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if blocked is None:  # garbage bytes: an unknown pickle opcode
+        text = str(error)
+        if "Unsupported operand" in text or "invalid load key" in text:  # garbage bytes
             raise CheckpointError(
                 f"checkpoint {str(file)!r} is corrupt or truncated (UnpicklingError: "
                 f"{_unpickling_reason(error)})"
             ) from None
+        blocked = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", text)
+        what = next((g for g in blocked.groups() if g), "object") if blocked else "object"
         raise UnsafeCheckpointError(
-            f"checkpoint {str(file)!r} holds a pickled {blocked.group(1)}, not only tensors and "
-            "plain values: refused, since loading it could run code (a crafted file, or a "
-            "checkpoint of an older esmaml). Nothing of it was executed; delete or replace it"
+            f"checkpoint {str(file)!r} holds a pickled {what}, not only tensors and plain "
+            "values: refused, since loading it could run code (a crafted or foreign file). "
+            "Nothing of it was executed; delete or replace it"
         ) from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

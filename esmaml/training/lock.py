@@ -41,7 +41,9 @@ class RunDirLock:
     def held(self) -> bool:
         return self._file is not None
 
-    def acquire(self) -> RunDirLock:
+    def acquire(self, *, record: bool = True) -> RunDirLock:
+        """Take the lock; with ``record``, write this process's pid/host into the lock file
+        (a probe that releases at once leaves the last writer's record)."""
         if self._file is not None:
             return self
         # Opened without truncating: the holder's pid/host must stay readable until we own it.
@@ -59,10 +61,11 @@ class RunDirLock:
         except BaseException:
             file.close()
             raise
-        file.seek(0)
-        file.truncate()
-        file.write(json.dumps(_holder_record()) + "\n")
-        file.flush()
+        if record:
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps(_holder_record()) + "\n")
+            file.flush()
         self._file = file
         return self
 
@@ -119,7 +122,7 @@ def check_not_locked(run_dir: Path) -> None:
     if not (run_dir / LOCK_FILE).is_file():
         return
     try:
-        RunDirLock(run_dir).acquire().release()
+        RunDirLock(run_dir).acquire(record=False).release()
     except PermissionError:  # cannot even open the lock file: reported when writing
         return
 
