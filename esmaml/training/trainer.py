@@ -9,8 +9,9 @@ uninterrupted run would: metrics.jsonl matches row for row except the wall-clock
 
 Files of a run directory: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one row per
 iteration), ``checkpoint.pt`` / ``checkpoint.prev.pt``, ``wandb_run.json`` (the wandb run id,
-written as soon as the wandb run starts), ``summary.json`` (at the end), ``wandb/`` (wandb's
-files), and ``eval.json`` / PNGs once ``esmaml evaluate`` / ``esmaml plot`` ran.
+written as soon as the wandb run starts), ``summary.json`` (at the end), ``resumes.jsonl`` (one
+line per resume), ``.esmaml.lock`` (one writer at a time), ``wandb/`` (wandb's files), and
+``eval.json`` / PNGs once ``esmaml evaluate`` / ``esmaml plot`` ran.
 """
 
 from __future__ import annotations
