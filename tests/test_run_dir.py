@@ -281,6 +281,39 @@ def test_allowed_changes_are_saved_and_recorded(tmp_path: Path) -> None:
     assert [e["changed"] for e in read_resumes(run_dir)] == [entry["changed"], {}]
 
 
+def test_a_key_added_to_the_schema_since_the_checkpoint_keeps_the_run_resumable(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint of an older esmaml lacks keys added to the schema since: absent means the
+    default, so the run resumes; a value other than the default is a change, refused."""
+    run_dir = tiny_run(tmp_path / "run", "iterations=2")
+    state = read_checkpoint(run_dir / CHECKPOINT)
+    del state["config"]["evaluation"]["num_steps"], state["config"]["progress"]
+    save_checkpoint(run_dir, state)
+    assert main(["train", "--resume", str(run_dir), "iterations=3"]) == 0
+    state = read_checkpoint(run_dir / CHECKPOINT)
+    del state["config"]["evaluation"]["num_steps"]
+    save_checkpoint(run_dir, state)
+    assert main(["train", "--resume", str(run_dir), "evaluation.num_steps=3"]) == 2
+    assert "changed experiment keys: evaluation.num_steps (" in capsys.readouterr().err
+
+
+def test_a_run_killed_before_its_first_checkpoint_records_its_new_config(tmp_path: Path) -> None:
+    """Without a checkpoint every row is recomputed, so any config may restart it; the change
+    is still recorded."""
+    run_dir = tiny_run(tmp_path / "run", "iterations=2")
+    for name in (CHECKPOINT, PREVIOUS, "summary.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    with pytest.warns(RuntimeWarning, match="restarting it from iteration 0"):
+        Trainer.resume(run_dir, ["meta.params.sigma=0.5"]).train()
+    (entry,) = read_resumes(run_dir)
+    assert entry["iteration"] == 0 and entry["checkpoint"] is None
+    assert list(entry["changed"]) == ["meta.params.sigma"]
+    assert entry["changed"]["meta.params.sigma"]["to"] == 0.5
+    assert load_config(run_dir / "config.yaml").meta.params["sigma"] == 0.5
+    assert [row["iteration"] for row in read_metrics(run_dir / "metrics.jsonl")] == [0, 1]
+
+
 def test_rows_equal_an_uninterrupted_run_of_the_saved_config(tmp_path: Path) -> None:
     """Extended with iterations, a run's rows are those of one uninterrupted run of its
     config.yaml (evaluations fall on the same rows: iteration 3 is evaluated either way)."""

@@ -23,7 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from esmaml.config import ConfigError
+from omegaconf import OmegaConf
+
+from esmaml.config import ConfigError, ExperimentConfig
 
 RESUME_LOG = "resumes.jsonl"
 
@@ -61,20 +63,28 @@ def is_mutable(key: str) -> bool:
     return any(key == m or (m.endswith(".") and key.startswith(m)) for m in MUTABLE_KEYS)
 
 
-def config_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple]:
+def config_changes(
+    stored: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> dict[str, tuple]:
     """Every dotted key whose value differs, as ``key: (stored, current)``; a key missing on
-    one side reads ``<unset>``. Keys the stored config does not know at all (a section added
-    by a newer esmaml) are skipped only when their whole section is absent there."""
+    one side reads ``<unset>``. A key the stored config lacks because it was written by an
+    older esmaml (a schema key added since) counts as its schema default from ``defaults``, so
+    such a run still resumes when the new key keeps its default."""
     old, new = flatten(stored), flatten(current)
+    known = flatten(defaults) if defaults is not None else {}
     changes: dict[str, tuple] = {}
     for key in sorted(old.keys() | new.keys()):
-        section = key.split(".", 1)[0]
-        if section not in stored:
-            continue
         before, after = old.get(key, _UNSET), new.get(key, _UNSET)
+        if before == _UNSET and key in known:
+            before = known[key]
         if not _same(before, after):
             changes[key] = (before, after)
     return changes
+
+
+def schema_defaults() -> dict[str, Any]:
+    """The config every key defaults to (what an older checkpoint's missing keys meant)."""
+    return OmegaConf.to_container(OmegaConf.structured(ExperimentConfig))  # type: ignore[return-value]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -95,7 +105,7 @@ def check_resume(
 ) -> dict[str, tuple]:
     """The allowed changes of a resume from ``checkpoint`` (after ``iteration`` iterations);
     :class:`ConfigError` listing every key that would change the experiment."""
-    changes = config_changes(stored, current)
+    changes = config_changes(stored, current, schema_defaults())
     new_iterations = current.get("iterations")
     if isinstance(new_iterations, int) and new_iterations < iteration:
         raise ConfigError(
