@@ -849,6 +849,12 @@ def _table(context: Context) -> Iterator[str]:
         except BaseException as error:  # the table records whatever is raised
             error_name, message = type(error).__name__, _excerpt(error)
             message = message.replace(str(context.root), "<tmp>").replace(f"{ROOT}/", "")
+            # A lock holder's pid, host and start time differ from run to run.
+            message = re.sub(
+                r"pid \d+ on host \S+, since [^)]*",
+                "pid <pid> on host <host>, since <time>",
+                message,
+            )
         if case.pending:  # the table documents the error the pending check must raise
             error_name, message = f"{case.error.__name__} (pending)", _excerpt(case.pending)
         if case.error is CLIExit:
