@@ -106,7 +106,6 @@ def _to_numpy(t: Tensor, dtype: np.dtype | type | None = None) -> np.ndarray:
     return np.array(t.detach().cpu().numpy(), dtype=dtype, copy=True)
 
 
-
 def _as_action(action: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``action`` as a tensor of the env's dtype; TypeError for anything but numbers."""
     if isinstance(action, Tensor):
@@ -123,6 +122,7 @@ def _as_action(action: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
             f"action must be numbers (a tensor, numpy array, float or list of floats), got {shown}"
         )
     return torch.as_tensor(array, dtype=dtype, device=device)
+
 
 class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     """One environment (``gymnasium.Env``) running a batched env with batch shape ``()``.

@@ -58,6 +58,12 @@ class RunDirLock:
                 f"({holder}); wait for it to finish or stop it (`esmaml evaluate` and "
                 "`esmaml plot` may run beside it)"
             ) from None
+        except OSError as error:  # e.g. ENOLCK: a file system without locks
+            file.close()
+            raise RunDirLockedError(
+                f"cannot lock run directory {str(self.run_dir)!r}: {error.strerror or error} (its "
+                "file system may not support locks; use a local --run-dir)"
+            ) from None
         except BaseException:
             file.close()
             raise
