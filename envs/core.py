@@ -143,6 +143,7 @@ class BatchedMetaEnv(abc.ABC):
         ``generator`` must live on the task's device when given (random draws happen there).
         """
         batch_shape = self.task_batch_shape(task)
+        self._check_finite_task(task)
         ref = task[self.task_keys[0]]
         if generator is not None and generator.device.type != ref.device.type:
             raise ValueError(
@@ -181,6 +182,7 @@ class BatchedMetaEnv(abc.ABC):
         params = tasks_to_params(tasks, device=device, dtype=dtype)
         params = {k: params[k] for k in self.task_keys}
         self.task_batch_shape(params)
+        self._check_finite_task(params)
         return params
 
     def params_to_tasks(self, params: Mapping[str, Tensor]) -> list[dict[str, Any]]:
@@ -254,6 +256,24 @@ class BatchedMetaEnv(abc.ABC):
                 f"{arg} is missing keys {missing}; {self.name} tasks need keys "
                 f"{list(self.task_keys)} (got {list(task)})"
             )
+
+    def _check_finite_task(self, task: Mapping[str, Tensor]) -> None:
+        """A NaN or inf task parameter (a goal, a velocity) would make every reward NaN; checked
+        once per reset, not per step."""
+        for key in self.task_keys:
+            value = task[key]
+            if _is_functorch_tensor(value):
+                continue
+            if value.device.type == "cpu":
+                if not _all_finite_cpu(value):
+                    raise ValueError(
+                        f"task[{key!r}] contains NaN or inf values ({self.name}); every task "
+                        "parameter must be finite"
+                    )
+            else:
+                torch._assert_async(
+                    torch.isfinite(value).all(), f"{self.name}: task[{key!r}] contains NaN or inf"
+                )
 
     def _check_action(self, action: Any, ref: Tensor, batch_shape: torch.Size) -> None:
         if not isinstance(action, Tensor):

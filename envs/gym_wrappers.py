@@ -106,6 +106,24 @@ def _to_numpy(t: Tensor, dtype: np.dtype | type | None = None) -> np.ndarray:
     return np.array(t.detach().cpu().numpy(), dtype=dtype, copy=True)
 
 
+def _as_action(action: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``action`` as a tensor of the env's dtype; TypeError for anything but numbers."""
+    if isinstance(action, Tensor):
+        if action.is_complex() or action.dtype == torch.bool:
+            raise TypeError(f"action must be a real number tensor, got dtype {action.dtype}")
+        return action.to(device, dtype)
+    try:
+        array = np.asarray(action)
+    except (TypeError, ValueError):  # e.g. ragged lists
+        array = None
+    if array is None or array.dtype.kind not in "iuf":
+        shown = repr(action) if len(repr(action)) <= 60 else f"a {type(action).__name__}"
+        raise TypeError(
+            f"action must be numbers (a tensor, numpy array, float or list of floats), got {shown}"
+        )
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
 class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     """One environment (``gymnasium.Env``) running a batched env with batch shape ``()``.
 
@@ -229,10 +247,7 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         # Straight to the env's dtype: a float32 detour would round float64 actions.
-        if isinstance(action, Tensor):
-            a = action.to(self.device, self.dtype)
-        else:
-            a = torch.as_tensor(np.asarray(action), dtype=self.dtype, device=self.device)
+        a = _as_action(action, self.dtype, self.device)
         self._state, reward, terminated = self.batched_env.step(self._state, self._task, a)
         self._elapsed += 1
         truncated = self.time_limit and self._elapsed >= self.max_episode_steps
@@ -439,10 +454,7 @@ class BatchedMetaVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        if isinstance(actions, Tensor):
-            a = actions.to(self.device, self.dtype)
-        else:
-            a = torch.as_tensor(np.asarray(actions), dtype=self.dtype, device=self.device)
+        a = _as_action(actions, self.dtype, self.device)
         next_state, reward, terminated = self.batched_env.step(self._state, self._task, a)
         elapsed = self._elapsed + 1
         truncated = elapsed >= self.max_episode_steps

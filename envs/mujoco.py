@@ -130,6 +130,16 @@ class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
                 f"task is missing keys {missing}; {type(self).__name__} tasks need keys "
                 f"{list(self.task_keys)} (got {list(task)})"
             )
+        for key in self.task_keys:
+            try:
+                finite = bool(np.isfinite(np.asarray(task[key], dtype=np.float64)).all())
+            except (TypeError, ValueError):
+                finite = True  # not numbers: _validate names the problem
+            if not finite:
+                raise ValueError(
+                    f"task[{key!r}] contains NaN or inf values ({type(self).__name__}); every "
+                    "task parameter must be finite"
+                )
         self._task = self._validate(task)
 
     def get_task(self) -> dict[str, Any]:

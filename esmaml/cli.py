@@ -6,8 +6,10 @@
     esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR]
     esmaml sweep CONFIG --seeds N [key=v1,v2 ...] [--jobs J] [--address ADDR] [--out DIR]
 
-Errors a user can fix (a bad config, a missing or corrupt checkpoint, nothing to plot) print one
-line ``esmaml <command>: error: ...`` to stderr and exit with status 2, like argparse's own.
+Errors a user can fix (a bad config, a missing or corrupt checkpoint, nothing to plot, a run
+directory another process is writing) print one line ``esmaml <command>: error: ...`` to stderr
+and exit with status 2, like argparse's own. A failed write (a full disk, a file-size limit)
+prints one such line and exits with status 1; what was written before stays intact.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 USAGE_ERROR = 2
+RUNTIME_ERROR = 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -199,12 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esmaml.config import ConfigError
     from esmaml.plotting import PlotError
     from esmaml.training.checkpoint import CheckpointError
+    from esmaml.training.lock import RunDirLockedError
 
     try:
         return int(args.handler(args) or 0)
-    except (ConfigError, CheckpointError, PlotError) as error:
+    except (ConfigError, CheckpointError, PlotError, RunDirLockedError) as error:
         print(f"esmaml {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except OSError as error:  # a full disk, a file-size limit, a vanished directory
+        print(f"esmaml {args.command}: error: {_os_error(error)}", file=sys.stderr)
+        return RUNTIME_ERROR
+
+
+def _os_error(error: OSError) -> str:
+    """One line: the file and the system's reason."""
+    reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+    return f"{error.filename!r}: {reason}" if error.filename else reason
 
 
 if __name__ == "__main__":

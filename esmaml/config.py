@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import io
+import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,9 @@ from omegaconf.errors import (
 
 class ConfigError(ValueError):
     """A config that cannot run: the message names the key and what would be valid."""
+
+
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -140,14 +146,38 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     config: DictConfig = OmegaConf.structured(ExperimentConfig)
     if path is not None:
         file = Path(path)
-        if not file.is_file():
+        if file.is_dir():
+            raise ConfigError(f"config file {str(file)!r} is a directory, not a YAML file")
+        if not file.exists():
             raise ConfigError(f"config file {str(file)!r} does not exist")
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} is not a regular file")
         try:
-            loaded = OmegaConf.load(file)
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            byte = error.object[error.start]
+            raise ConfigError(
+                f"config file {str(file)!r} is not UTF-8 text (byte {byte:#04x} at offset "
+                f"{error.start}); save it as UTF-8"
+            ) from None
+        except OSError as error:
+            raise ConfigError(
+                f"config file {str(file)!r} cannot be read: {error.strerror}"
+            ) from None
+        try:
+            loaded = OmegaConf.load(io.StringIO(text))
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {str(file)!r} is not valid YAML: {error}") from None
+        except OSError:  # a bare scalar (``5``): OmegaConf's "invalid loaded object type"
+            raise ConfigError(f"config file {str(file)!r} must hold a mapping") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"config file {str(file)!r} must hold a mapping")
+        if not loaded:
+            # The schema defaults under the file's name would run an experiment nobody wrote.
+            raise ConfigError(
+                f"config file {str(file)!r} is empty; start from a file in configs/ (a config "
+                "must set at least one key)"
+            )
         if "name" not in loaded:
             loaded.name = file.stem
         config = _merge(config, loaded, str(file))
@@ -194,7 +224,8 @@ def validate(config: ExperimentConfig) -> None:
             "null (the operator's num_steps) or an int >= 0",
         ),
         ("checkpoint.every", config.checkpoint.every >= 1, "an int >= 1"),
-        ("optimizer.lr", config.optimizer.lr > 0, "a positive number"),
+        ("optimizer.lr", 0 < config.optimizer.lr < math.inf, "a positive finite number"),
+        ("seed", 0 <= config.seed <= INT64_MAX, f"an int in [0, {INT64_MAX}] (2**63 - 1)"),
         (
             "task.train_pool",
             config.task.train_pool == -1 or config.task.train_pool >= 1,
@@ -212,6 +243,58 @@ def validate(config: ExperimentConfig) -> None:
         if not ok:
             value = OmegaConf.select(OmegaConf.structured(config), key)
             raise ConfigError(f"{key}={value!r} is invalid; it must be {valid}")
+    check_device(config.device)
+    if config.wandb.mode != "disabled":
+        check_wandb_environment()
+
+
+def check_device(device: str) -> None:
+    """``device`` must name a torch device type (cpu, cuda, cuda:1, mps, ...)."""
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(
+            f"device={device!r} is invalid; it must be a torch device such as cpu, cuda or cuda:1"
+        ) from None
+
+
+def check_device_available(device: str) -> None:
+    """A CUDA or MPS ``device`` must exist on this machine (checked when a run is built, not
+    when its config is read)."""
+    import torch
+
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device={device!r} but this machine has no usable CUDA device "
+                "(torch.cuda.is_available() is False); use device=cpu"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"device={device!r} but this machine has {count} CUDA device(s): "
+                f"valid: cuda, {', '.join(f'cuda:{i}' for i in range(count))}"
+            )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r} but MPS is not available here; use device=cpu")
+
+
+#: WANDB_MODE values wandb understands (``dryrun`` is its old name for offline, ``run`` online).
+WANDB_ENV_MODES = ("online", "offline", "disabled", "dryrun", "run")
+
+
+def check_wandb_environment() -> None:
+    """An unknown ``WANDB_MODE`` in the environment would be ignored (or make wandb fail and
+    the run log nothing) without a word: refuse it."""
+    value = os.environ.get("WANDB_MODE")
+    if value is not None and value.strip() and value.strip().lower() not in WANDB_ENV_MODES:
+        raise ConfigError(
+            f"environment variable WANDB_MODE={value!r} is not a wandb mode; valid: "
+            f"{', '.join(WANDB_ENV_MODES)} (or unset it and use wandb.mode)"
+        )
 
 
 def check_params(

@@ -25,6 +25,19 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def check_hidden(hidden: object, name: str = "hidden") -> tuple[int, ...]:
+    """Hidden widths: a list (or tuple) of positive ints, possibly empty (a linear model)."""
+    valid = isinstance(hidden, (list, tuple)) and all(
+        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden
+    )
+    if not valid:
+        raise ValueError(
+            f"{name}={hidden!r} is invalid; it must be a list of positive ints (the hidden layer "
+            "widths), e.g. [40, 40], or [] for none"
+        )
+    return tuple(hidden)  # type: ignore[arg-type]
+
+
 def check_activation(name: str) -> Callable[[Tensor], Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r} is unknown; valid: {', '.join(ACTIVATIONS)}")

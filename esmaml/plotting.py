@@ -61,6 +61,8 @@ class RunData:
 def load_run(path: str | Path) -> RunData:
     """Read ``path/metrics.jsonl`` (required) and ``path/eval.json`` (optional)."""
     directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise PlotError(f"run directory {str(directory)!r} is a file, not a directory")
     if not directory.is_dir():
         raise PlotError(f"run directory {str(directory)!r} does not exist")
     metrics = directory / METRICS_FILE

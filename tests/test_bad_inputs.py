@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import sys
 import tempfile
@@ -49,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "sine.yaml"
 DOC = ROOT / "docs" / "bad_inputs.md"
 MAML_CONFIG = ROOT / "configs" / "sine_maml.yaml"
+NAV_CONFIG = ROOT / "configs" / "nav2d_smoke.yaml"
+NAV_TINY = ["iterations=1", "progress=false", "wandb.mode=disabled"]
 MAML_TINY = ["iterations=2", "task.params.hidden=[8]", "progress=false", "wandb.mode=disabled"]
 TINY = [
     "meta.params.num_perturbations=4",
@@ -82,6 +85,11 @@ class Context:
     def file(self, name: str, text: str) -> Path:
         path = self.path(name)
         path.write_text(text)
+        return path
+
+    def bytes_file(self, name: str, data: bytes) -> Path:
+        path = self.path(name)
+        path.write_bytes(data)
         return path
 
     @cached_property
@@ -119,6 +127,9 @@ class Case:
     error: type[BaseException]
     match: str
     call: Callable[[Context], Any]
+    # Set while the check belongs to code another change is rewriting: the row is a strict
+    # xfail (it fails loudly once the check exists) and the table shows the expected error.
+    pending: str | None = None
 
 
 # -- helpers that the rows call ----------------------------------------------------------------
@@ -247,6 +258,87 @@ def navigation_step_bad_action() -> None:
     env.step(state, task, torch.zeros(2, 5))
 
 
+@contextlib.contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+def with_wandb_mode(value: str) -> None:
+    with environment("WANDB_MODE", value):
+        load_config(CONFIG, ["wandb.mode=auto"])
+
+
+def rl_family(**kwargs: Any) -> Any:
+    from esmaml.rl.family import RLFamily
+
+    return RLFamily("Navigation2D", **kwargs)
+
+
+def navigation_nan_goal() -> None:
+    env = navigation()
+    task = env.sample_task_params(2, generator=torch.Generator().manual_seed(0))
+    task["goal"][0, 0] = math.nan
+    env.reset(task)
+
+
+def gym_navigation() -> Any:
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the esmaml/ ids)
+
+    env = gymnasium.make("esmaml/Navigation2D-v0")
+    env.reset(seed=0)
+    return env
+
+
+def unavailable_device() -> str:
+    """``cuda`` without a GPU; with GPUs, an index past the last one."""
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+
+
+def complex_objective() -> None:
+    backward(lambda p: (p.to(torch.complex64) ** 2).sum(), theta())
+
+
+def payload_checkpoint(ctx: Context) -> None:
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, ("true",))
+
+    run_dir = ctx.path("payload")
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text((ctx.run_dir / "config.yaml").read_text())
+    state = torch.load(ctx.run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "extra": Payload()}, run_dir / "checkpoint.pt")
+    cli("evaluate", run_dir)
+
+
+def resume_live_run(ctx: Context) -> None:
+    run_dir = ctx.path("live")
+    run_dir.mkdir()
+    for name in ("config.yaml", "checkpoint.pt"):
+        (run_dir / name).write_bytes((ctx.run_dir / name).read_bytes())
+    live = Trainer.resume(run_dir)  # holds the run directory like a running `esmaml train`
+    try:
+        cli("train", "--resume", run_dir)
+    finally:
+        live.release()
+
+
+def evaluate_into_directory(ctx: Context) -> None:
+    out = ctx.path("out")
+    out.mkdir()
+    cli("evaluate", ctx.run_dir, "--out", out)
+
+
 # -- the rows ----------------------------------------------------------------------------------
 
 ZO = "esmaml.zero_order"
@@ -303,6 +395,21 @@ CASES: list[Case] = [
              torch.distributions.Uniform(-1.0, 1.0), sampling="orthogonal")),
     Case("zo-decorate-non-callable", ZO, "zero_order()(5)", TypeError,
          "zero_order decorates a callable", lambda c: esmaml.zero_order()(5)),
+    Case("zo-shaping-one-sample", ZO, "shaping='zscore', num_samples=1", ValueError,
+         "gives a zero gradient (one shaped value is always 0)",
+         lambda c: esmaml.zero_order(shaping="zscore", num_samples=1)),
+    Case("zo-distribution-mean", ZO, "distribution=Normal(5, 1)", ValueError,
+         "the estimators need zero mean and unit variance",
+         lambda c: esmaml.zero_order(torch.distributions.Normal(5.0, 1.0))),
+    Case("zo-distribution-bernoulli", ZO, "distribution=Bernoulli(0.5)", ValueError,
+         "has mean 0.5, variance 0.25; the estimators need zero mean and unit variance",
+         lambda c: esmaml.zero_order(torch.distributions.Bernoulli(0.5))),
+    Case("zo-on-stats", ZO, "on_stats='print'", TypeError,
+         "on_stats must be None or a callable taking a ZeroOrderStats, got 'print'",
+         lambda c: esmaml.zero_order(on_stats="print")),
+    Case("zo-enable-grad", ZO, "enable_grad='yes'", TypeError,
+         "enable_grad must be True or False, got 'yes'",
+         lambda c: esmaml.zero_order(enable_grad="yes")),
     # esmaml.zero_order: what the decorated function receives and returns
     Case("zo-argnums-out-of-range", ZO, "argnums=1, f called with 1 argument", ValueError,
          "argnums=1 is out of range", lambda c: decorated(lambda p: p.sum(), argnums=1)(theta())),
@@ -321,6 +428,8 @@ CASES: list[Case] = [
          "it must return exactly sample_shape", lambda c: wrong_sample_shape()),
     Case("zo-nan-values", ZO, "f is NaN at every perturbation", FloatingPointError,
          "are NaN or inf", lambda c: nan_objective()),
+    Case("zo-output-complex", ZO, "f returns a complex scalar", ObjectiveTypeError,
+         "must return a real tensor, got dtype torch.complex64", lambda c: complex_objective()),
     # ZeroOrderGradientModule
     Case("zom-no-parameters", "ZeroOrderGradientModule", "a module without parameters",
          RuntimeError, "has no trainable parameters", lambda c: module_without_parameters()),
@@ -396,6 +505,12 @@ CASES: list[Case] = [
     Case("first-order-sampling", "meta-learner", "FirstOrderESMAML(sampling='sobol')",
          ValueError, "sampling='sobol' is not a noise kind",
          lambda c: FirstOrderESMAML(family(), ESGradientAdaptation(), sampling="sobol")),
+    Case("esmaml-optimizer-name", "meta-learner", "ESMAML(optimizer='adam')", TypeError,
+         "optimizer must be a callable",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), optimizer="adam")),
+    Case("esmaml-step-none", "meta-learner", "ESMAML.step(None)", TypeError,
+         "tasks must be a non-empty dict of tensors, got NoneType",
+         lambda c: ESMAML(family(), ESGradientAdaptation(), num_perturbations=2).step(None)),
     # task samplers
     Case("sampler-pool", "task sampler", "TaskSampler(train_pool=0)", ValueError,
          "train_pool must be -1 (fresh tasks) or a positive int",
@@ -444,6 +559,18 @@ CASES: list[Case] = [
              params(), {k: v for k, v in tasks().items() if k != "x_query"}, torch.arange(2))),
     Case("sine-split", "family", "sample_tasks(2, split='val')", ValueError,
          "split='val' is unknown", lambda c: family().sample_tasks(2, split="val")),
+    Case("sine-range-inf", "family", "SineRegression(amplitude_range=(0.1, inf))", ValueError,
+         "amplitude_range must be finite (low, high), got (0.1, inf)",
+         lambda c: SineRegression(amplitude_range=(0.1, math.inf))),
+    Case("sine-hidden-int", "family", "SineRegression(hidden=8)", ValueError,
+         "hidden=8 is invalid; it must be a list of positive ints",
+         lambda c: SineRegression(hidden=8)),
+    Case("rl-horizon-zero", "family", "RLFamily(horizon=0)", ValueError,
+         "horizon must be None (the env's default, 100) or an int >= 1, got 0",
+         lambda c: rl_family(horizon=0)),
+    Case("rl-horizon-negative", "family", "RLFamily(horizon=-5)", ValueError,
+         "horizon must be None (the env's default, 100) or an int >= 1, got -5",
+         lambda c: rl_family(horizon=-5)),
     # environments (envs/)
     Case("env-goal-range", "envs", "Navigation2D(goal_range=5)", ValueError,
          "goal_range must be in (0, 1.0]", lambda c: navigation(goal_range=5)),
@@ -458,6 +585,15 @@ CASES: list[Case] = [
     Case("env-vector-seed-list", "envs", "BatchedMetaVectorEnv(num_envs=3).reset(seed=[1, 2])",
          ValueError, "seed must hold one entry per sub-env (3), got 2",
          lambda c: vector_env_short_seed_list()),
+    Case("env-nan-goal", "envs", "Navigation2D.reset(task with a NaN goal)", ValueError,
+         "task['goal'] contains NaN or inf values (Navigation2D)",
+         lambda c: navigation_nan_goal()),
+    Case("gym-nan-goal", "envs", "gymnasium env.set_task({'goal': [nan, 0]})", ValueError,
+         "task['goal'] contains NaN or inf values",
+         lambda c: gym_navigation().unwrapped.set_task({"goal": [math.nan, 0.0]})),
+    Case("gym-step-str", "envs", "gymnasium env.step('left')", TypeError,
+         "action must be numbers (a tensor, numpy array, float or list of floats), got 'left'",
+         lambda c: gym_navigation().step("left")),
     # configs (esmaml.config.load_config and the builders)
     Case("cfg-unknown-key", "config", "override iteration=5", ConfigError,
          "unknown key 'iteration'; did you mean 'iterations'",
@@ -483,6 +619,41 @@ CASES: list[Case] = [
     Case("cfg-yaml-unknown-key", "config", "a YAML file with 'iteratons: 5'", ConfigError,
          "unknown key 'iteratons'",
          lambda c: load_config(c.file("typo.yaml", "iteratons: 5\n"))),
+    Case("cfg-empty-file", "config", "an empty YAML file", ConfigError,
+         "is empty; start from a file in configs/",
+         lambda c: load_config(c.file("empty.yaml", ""))),
+    Case("cfg-non-utf8", "config", "a Latin-1 YAML file ('name: café')", ConfigError,
+         "is not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8",
+         lambda c: load_config(c.bytes_file("latin.yaml", "name: café\n".encode("latin-1")))),
+    Case("cfg-file-is-directory", "config", "load_config(a directory)", ConfigError,
+         "is a directory, not a YAML file", lambda c: load_config(c.root)),
+    Case("cfg-lr-inf", "config", "override optimizer.lr=inf", ConfigError,
+         "optimizer.lr=inf is invalid; it must be a positive finite number",
+         lambda c: load_config(CONFIG, ["optimizer.lr=inf"])),
+    Case("cfg-seed-overflow", "config", "override seed=18446744073709551616 (2**64)", ConfigError,
+         "seed=18446744073709551616 is invalid; it must be an int in [0, 9223372036854775807]",
+         lambda c: load_config(CONFIG, [f"seed={2**64}"])),
+    Case("cfg-device", "config", "override device=banana", ConfigError,
+         "device='banana' is invalid; it must be a torch device such as cpu, cuda or cuda:1",
+         lambda c: load_config(CONFIG, ["device=banana"])),
+    Case("cfg-device-unavailable", "config", "device=cuda without a GPU", ConfigError,
+         "but this machine has",
+         lambda c: Trainer(load_config(CONFIG, [*TINY, f"device={unavailable_device()}"]),
+                           c.path("run"))),
+    Case("cfg-wandb-mode-env", "config", "WANDB_MODE=banana in the environment", ConfigError,
+         "environment variable WANDB_MODE='banana' is not a wandb mode",
+         lambda c: with_wandb_mode("banana")),
+    Case("cfg-hidden-int", "config", "task.params.hidden=8", ConfigError,
+         "task.params.hidden=8 is invalid; it must be a list of positive ints",
+         lambda c: Trainer(load_config(CONFIG, [*TINY, "task.params.hidden=8"]), c.path("run"))),
+    Case("cfg-horizon-zero", "config", "configs/nav2d_smoke.yaml task.params.horizon=0",
+         ConfigError, "task.params: horizon must be None (the env's default, 100) or an int >= 1",
+         lambda c: Trainer(load_config(NAV_CONFIG, [*NAV_TINY, "task.params.horizon=0"]),
+                           c.path("run"))),
+    Case("cfg-horizon-negative", "config", "configs/nav2d_smoke.yaml task.params.horizon=-5",
+         ConfigError, "horizon must be None (the env's default, 100) or an int >= 1, got -5",
+         lambda c: Trainer(load_config(NAV_CONFIG, [*NAV_TINY, "task.params.horizon=-5"]),
+                           c.path("run"))),
     Case("cfg-unknown-family", "config", "task.family=sin", ConfigError,
          "task.family='sin' is unknown; did you mean 'sine'",
          lambda c: Trainer(load_config(CONFIG, [*TINY, "task.family=sin"]), c.path("run"))),
@@ -526,12 +697,20 @@ CASES: list[Case] = [
          CheckpointError, "is not an esmaml checkpoint (missing iteration",
          foreign_checkpoint),
     Case("ckpt-other-model", "checkpoint", "resume with task.params.hidden=[16] (another model)",
-         CheckpointError, "does not fit this run's config", resume_with_other_model),
+         ConfigError, "changed experiment keys: task.params.hidden", resume_with_other_model),
     Case("ckpt-pool-override", "checkpoint", "resume with task.test_pool=5 (the run has 2)",
          ConfigError, "cannot resume with task.test_pool=5: checkpoint",
          resume_with("task.test_pool=5")),
     Case("ckpt-seed-override", "checkpoint", "resume with seed=9 (the run has another)",
          ConfigError, "cannot resume with seed=9: checkpoint", resume_with("seed=9")),
+    Case("ckpt-experiment-change", "checkpoint", "resume with meta.params.sigma=0.5", ConfigError,
+         "changed experiment keys: meta.params.sigma (a resume may change only",
+         resume_with("meta.params.sigma=0.5")),
+    Case("ckpt-is-directory", "checkpoint", "read_checkpoint(a directory)", CheckpointError,
+         "is a directory, not a checkpoint file", lambda c: read_checkpoint(c.root)),
+    Case("ckpt-pickle-payload", "checkpoint", "esmaml evaluate RUN (checkpoint with a payload)",
+         CLIExit, "holds a pickled posix.system, not only tensors and plain values: refused",
+         payload_checkpoint),
     Case("ckpt-existing-run-dir", "checkpoint", "a fresh run into a directory holding a run",
          ConfigError, "already holds a run",
          lambda c: Trainer(load_config(CONFIG, TINY), c.run_dir)),
@@ -553,6 +732,16 @@ CASES: list[Case] = [
     Case("cli-resume-missing-dir", "CLI", "esmaml train --resume /no/such/dir", CLIExit,
          "run directory '/no/such/dir' does not exist",
          lambda c: cli("train", "--resume", "/no/such/dir")),
+    Case("cli-resume-file", "CLI", "esmaml train --resume FILE", CLIExit,
+         "is a file, not a directory", lambda c: cli("train", "--resume", c.file("f.txt", "x"))),
+    Case("cli-resume-live-run", "CLI", "esmaml train --resume RUN (RUN is being trained)",
+         CLIExit, "is in use by another esmaml writer (pid", resume_live_run),
+    Case("cli-run-dir-file", "CLI", "esmaml train configs/sine.yaml --run-dir FILE", CLIExit,
+         "is a file, not a directory; choose a directory",
+         lambda c: cli("train", CONFIG, *TINY, "--run-dir", c.file("f.txt", "x"))),
+    Case("cli-run-dir-read-only", "CLI", "esmaml train configs/sine.yaml --run-dir /sys/kernel",
+         CLIExit, "is not writable; choose a writable --run-dir",
+         lambda c: cli("train", CONFIG, *TINY, "--run-dir", "/sys/kernel")),
     Case("cli-resume-not-a-run", "CLI", "esmaml train --resume EMPTY_DIR", CLIExit,
          "is not an esmaml run directory (no config.yaml)",
          lambda c: cli("train", "--resume", c.root)),
@@ -577,6 +766,10 @@ CASES: list[Case] = [
     Case("cli-evaluate-num-tasks", "CLI", "esmaml evaluate RUN --num-tasks 0", CLIExit,
          "argument --num-tasks: must be >= 1, got 0",
          lambda c: cli("evaluate", c.run_dir, "--num-tasks", "0")),
+    Case("cli-evaluate-out-dir", "CLI", "esmaml evaluate RUN --out DIR", CLIExit,
+         "--out", evaluate_into_directory),
+    Case("cli-evaluate-file", "CLI", "esmaml evaluate FILE", CLIExit,
+         "is a file, not a directory", lambda c: cli("evaluate", c.file("f.txt", "x"))),
     Case("cli-evaluate-split", "CLI", "esmaml evaluate RUN --split val", CLIExit,
          "argument --split: invalid choice: 'val'",
          lambda c: cli("evaluate", c.run_dir, "--split", "val")),
@@ -584,6 +777,8 @@ CASES: list[Case] = [
          "the following arguments are required: RUN_DIR", lambda c: cli("plot")),
     Case("cli-plot-missing-dir", "CLI", "esmaml plot /no/such/dir", CLIExit,
          "run directory '/no/such/dir' does not exist", lambda c: cli("plot", "/no/such/dir")),
+    Case("cli-plot-file", "CLI", "esmaml plot FILE", CLIExit,
+         "is a file, not a directory", lambda c: cli("plot", c.file("f.txt", "x"))),
     Case("cli-plot-not-a-run", "CLI", "esmaml plot EMPTY_DIR", CLIExit,
          "has no metrics.jsonl", lambda c: cli("plot", c.root)),
 ]
@@ -595,7 +790,19 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Context:
     return Context(tmp_path_factory.mktemp("bad_inputs"))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case,
+            id=case.id,
+            marks=[pytest.mark.xfail(strict=True, reason=f"ES-MAML rewrite: {case.pending}")]
+            if case.pending
+            else [],
+        )
+        for case in CASES
+    ],
+)
 def test_bad_input(case: Case, context: Context) -> None:
     with pytest.raises(case.error, match=re.escape(case.match)) as raised:
         case.call(context)
@@ -635,6 +842,14 @@ def _table(context: Context) -> Iterator[str]:
         except BaseException as error:  # the table records whatever is raised
             error_name, message = type(error).__name__, _excerpt(error)
             message = message.replace(str(context.root), "<tmp>").replace(f"{ROOT}/", "")
+            # A lock holder's pid, host and start time differ from run to run.
+            message = re.sub(
+                r"pid \d+ on host \S+, since [^)]*",
+                "pid <pid> on host <host>, since <time>",
+                message,
+            )
+        if case.pending:  # the table documents the error the pending check must raise
+            error_name, message = f"{case.error.__name__} (pending)", _excerpt(case.pending)
         if case.error is CLIExit:
             error_name = "exit status 2"
         what = case.input.replace("|", "\\|")
@@ -659,6 +874,22 @@ Conventions the rows show: a wrong *type* raises `TypeError`, a wrong *value* `V
 field `KeyError`, non-finite numbers `FloatingPointError`, an unreadable checkpoint
 `CheckpointError` naming the file; messages name the argument, echo the bad value and say what
 would be valid.
+
+A row marked *(pending)* documents the error that code being rewritten (ES-MAML) must raise; its
+test is a strict xfail until then.
+
+The run directory's own guarantees are tested with real processes in `tests/test_run_dir.py`: a
+second `esmaml train` on a run directory that is being written exits 2 naming the writer's pid
+and host (`esmaml evaluate` and `esmaml plot` may run beside it; a killed writer leaves no stale
+lock); a resume that changes a key defining the experiment is refused naming the keys, and an
+allowed change (logging, progress, evaluation or checkpoint cadence, the evaluator, a larger
+`iterations`) is saved in config.yaml and recorded in `resumes.jsonl`; a corrupt `checkpoint.pt`
+is moved aside to `checkpoint.pt.corrupt`, never rotated over the last readable checkpoint; a
+full disk or a file-size limit while writing a checkpoint exits 2 (`cannot write checkpoint
+...: File too large (the previous checkpoint is intact)`), while writing a metrics row exits 1
+(`'RUN/metrics.jsonl': File too large`), with no traceback and no `.tmp` left behind; a
+checkpoint that needs more than tensors and plain values to unpickle is refused, and never
+loaded unsafely.
 
 """
 

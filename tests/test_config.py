@@ -72,7 +72,11 @@ def test_sine_config_loads_and_overrides_apply() -> None:
 def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "iterations: 3\n", "my_run.yaml")).name == "my_run"
     assert load_config(write(tmp_path, "name: given\n", "other.yaml")).name == "given"
-    assert load_config(write(tmp_path, "", "empty.yaml")).name == "empty"
+    # An empty file would train the schema defaults under the name "empty": refused.
+    with pytest.raises(ConfigError, match=r"empty\.yaml' is empty; start from a file in configs/"):
+        load_config(write(tmp_path, "", "empty.yaml"))
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(write(tmp_path, "# only a comment\n", "comment.yaml"))
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ def test_config_error_is_a_value_error() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' does not exist"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is a directory, not a YAML file"):
         load_config(tmp_path)  # a directory is not a config file
 
 
@@ -201,7 +205,9 @@ def test_override_with_unresolvable_interpolation() -> None:
         ("evaluation.num_tasks=-3", r"evaluation.num_tasks=-3 is invalid"),
         ("evaluation.num_steps=-1", r"evaluation.num_steps=-1 is invalid"),
         ("checkpoint.every=0", r"checkpoint.every=0 is invalid"),
-        ("optimizer.lr=0", r"optimizer.lr=0.0 is invalid; it must be a positive number"),
+        ("optimizer.lr=0", r"optimizer.lr=0.0 is invalid; it must be a positive finite number"),
+        ("optimizer.lr=inf", r"optimizer.lr=inf is invalid; it must be a positive finite number"),
+        ("seed=-1", r"seed=-1 is invalid; it must be an int in \[0, 9223372036854775807\]"),
         ("task.train_pool=0", r"task.train_pool=0 is invalid; it must be -1 or >= 1"),
         ("task.test_pool=-5", r"task.test_pool=-5 is invalid"),
         ("wandb.mode=loud", r"wandb.mode='loud' is invalid; it must be one of online"),

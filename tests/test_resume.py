@@ -335,10 +335,11 @@ def test_resume_refuses_other_task_pool_sizes(
         Trainer.resume(run_dir, ["task.test_pool=20"])
     assert str(raised.value) == (
         f"cannot resume with task.test_pool=20: checkpoint {checkpoint!r} holds "
-        "task.test_pool=8 (a run keeps its seed and task pools); resume with the checkpoint's "
-        "values or start a new run"
+        "task.test_pool=8; changed experiment keys: task.test_pool (a resume may change only "
+        "name, iterations, progress, run_dir, evaluation.every, checkpoint.*, wandb.*, "
+        "evaluator.*); resume with the checkpoint's values or start a new run"
     )
-    both = r"task\.train_pool=5, task\.test_pool=3: .* holds task\.train_pool=-1, task\.test_pool=8"
+    both = r"task\.test_pool=3, task\.train_pool=5: .* holds task\.test_pool=8, task\.train_pool=-1"
     with pytest.raises(ConfigError, match=both):
         Trainer.resume(run_dir, ["task.train_pool=5", "task.test_pool=3"])
     assert main(["train", "--resume", str(run_dir), "task.train_pool=5"]) == 2
@@ -359,21 +360,20 @@ def test_resume_refuses_other_task_pool_sizes(
     assert Trainer.resume(run_dir, ["iterations=2"]).start_iteration == 2
 
 
-def test_resume_applies_a_new_learning_rate(tmp_path: Path) -> None:
-    """The optimizer's moments come back from the checkpoint, its hyperparameters from the
-    config: resuming with optimizer.lr lowers the rate (torch's load_state_dict alone would
-    restore the old one)."""
+def test_resume_refuses_a_new_learning_rate(tmp_path: Path) -> None:
+    """Rows before and after the resume would use different rates while config.yaml names one:
+    optimizer.lr defines the experiment, so a resume refuses to change it."""
     run_dir = tmp_path / "run"
     tiny_run(run_dir, "iterations=2")
-    stored = Trainer.resume(run_dir).learner.optimizer
-    assert stored.param_groups[0]["lr"] == load_config(run_dir / "config.yaml").optimizer.lr
-    resumed = Trainer.resume(run_dir, ["optimizer.lr=0.00123"]).learner.optimizer
-    assert resumed.param_groups[0]["lr"] == 0.00123
-    assert len(resumed.state) == len(stored.state) == 1  # the moments were restored
-    (moments,) = resumed.state.values()
-    (expected,) = stored.state.values()
-    for key, value in expected.items():
-        torch.testing.assert_close(moments[key], value, rtol=0, atol=0)
+    saved = (run_dir / "config.yaml").read_text()
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot resume with optimizer\.lr=0\.00123: .* holds "
+        r"optimizer\.lr=0\.01; changed experiment keys: optimizer\.lr ",
+    ):
+        Trainer.resume(run_dir, ["optimizer.lr=0.00123", "iterations=3"])
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert not (run_dir / "resumes.jsonl").exists()  # a refused resume is not recorded
 
 
 def test_fresh_run_refuses_an_existing_run_dir(tmp_path: Path) -> None:

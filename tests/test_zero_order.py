@@ -1082,7 +1082,8 @@ def test_standard_normal_distribution_uses_the_builtin_noise() -> None:
     standard = torch.distributions.Normal(0.0, 1.0)
     fz = zero_order(standard, sampling="orthogonal", num_samples=2)(_f)
     assert fz.sampler is None
-    assert zero_order(torch.distributions.Normal(0.0, 2.0), num_samples=2)(_f).sampler is not None
+    unit = torch.distributions.Laplace(0.0, 1 / math.sqrt(2.0))
+    assert zero_order(unit, num_samples=2)(_f).sampler is not None
 
 
 def test_decorating_a_non_callable_raises() -> None:

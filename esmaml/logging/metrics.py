@@ -37,17 +37,28 @@ class MetricsWriter:
             ]
             # Rewrite through a temporary file: a kill here must not lose the kept rows.
             tmp = self.path.with_suffix(".jsonl.tmp")
-            with tmp.open("w") as file:
-                file.write("".join(json.dumps(row) + "\n" for row in kept))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self.path)
-        self._file = self.path.open("a")
+            try:
+                with tmp.open("w") as file:
+                    file.write("".join(json.dumps(row) + "\n" for row in kept))
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(tmp, self.path)
+            except OSError as error:  # e.g. a full disk: the old file stays, no .tmp is left
+                tmp.unlink(missing_ok=True)
+                raise OSError(error.errno, error.strerror, str(self.path)) from None
+        # Unbuffered: a write that fails (full disk) fails in write(), not later in close().
+        self._file = self.path.open("ab", buffering=0)
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one row and flush it (one ``write`` call, so a kill tears at most this line)."""
-        self._file.write(json.dumps({key: _clean(value) for key, value in row.items()}) + "\n")
-        self._file.flush()
+        """Append one row (one ``write`` call, so a kill tears at most this line). A failed
+        write raises OSError naming the file."""
+        line = json.dumps({key: _clean(value) for key, value in row.items()}) + "\n"
+        data = memoryview(line.encode())
+        try:
+            while data:  # a raw write may be partial (e.g. up to a file-size limit)
+                data = data[self._file.write(data) or 0 :]
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
 
     def close(self) -> None:
         self._file.close()

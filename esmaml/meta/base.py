@@ -54,8 +54,8 @@ def make_optimizer(factory: Any, theta: torch.nn.Parameter) -> torch.optim.Optim
         return torch.optim.SGD([theta], lr=0.01)
     if not callable(factory):
         raise TypeError(
-            "optimizer must be a factory params -> torch.optim.Optimizer, e.g. "
-            f"lambda p: torch.optim.Adam(p, lr=0.01), got {factory!r}"
+            "optimizer must be a callable params -> torch.optim.Optimizer (e.g. lambda p: "
+            f"torch.optim.Adam(p, lr=1e-3)) or None, got {factory!r}"
         )
     optimizer = factory([theta])
     if not isinstance(optimizer, torch.optim.Optimizer):

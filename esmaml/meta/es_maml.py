@@ -162,8 +162,8 @@ class ESMAML(MetaLearner):
         """Post-adaptation query loss of every member (and the forward pivots) on ``tasks``."""
         if not isinstance(tasks, dict) or not tasks:
             raise TypeError(
-                "ES-MAML needs tasks as a non-empty dict of tensors (family.sample_tasks(n)), "
-                f"got {type(tasks).__name__}"
+                "tasks must be a non-empty dict of tensors, got "
+                f"{type(tasks).__name__} (draw them with family.sample_tasks(n))"
             )
         theta = self.theta.detach()
         values = self.evaluator.evaluate(

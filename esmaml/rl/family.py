@@ -108,7 +108,15 @@ class RLFamily(TaskFamily):
                 or gymnasium.spec(self.gym_id).max_episode_steps
                 or 200
             )
-        self.horizon = int(horizon or default_horizon)
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1
+        ):
+            # 0 would silently mean the default and a negative one crash mid-rollout.
+            raise ValueError(
+                f"horizon must be None (the env's default, {default_horizon}) or an int >= 1, "
+                f"got {horizon!r}"
+            )
+        self.horizon = int(default_horizon if horizon is None else horizon)
         if self.gym_id is not None:
             # make_vec otherwise wraps each sub-env in the spec's TimeLimit, which would cut a
             # longer horizon short; a limit the user set in env_params is theirs to keep.

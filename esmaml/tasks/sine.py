@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from esmaml.models import FunctionalMLP
+from esmaml.models import FunctionalMLP, check_hidden
 from esmaml.tasks.base import PHASES, SPLITS, Phase, Split, TaskFamily, Tasks, check_task_ids
 
 #: Activations whose derivative is zero almost everywhere (see ``esmaml.models.ACTIVATIONS``).
@@ -36,6 +36,8 @@ SINE_FIELDS: tuple[str, ...] = (
 
 def _check_range(name: str, bounds: Sequence[float]) -> tuple[float, float]:
     low, high = (float(b) for b in bounds)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} must be finite (low, high), got {tuple(bounds)}")
     if not low <= high:
         raise ValueError(f"{name} must be (low, high) with low <= high, got {tuple(bounds)}")
     return low, high
@@ -138,7 +140,10 @@ class SineRegression(TaskFamily):
         self.phase_range = _check_range("phase_range", phase_range)
         self.x_range = _check_range("x_range", x_range)
         self.model = FunctionalMLP(
-            [1, *hidden, 1], activation=activation, output_activation="identity", quantize=quantize
+            [1, *check_hidden(hidden), 1],
+            activation=activation,
+            output_activation="identity",
+            quantize=quantize,
         )
         self.num_params = self.model.num_params
         # Zero-order methods work either way; gradient MAML needs a non-zero gradient.

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from esmaml.adaptation.base import AdaptationOperator
-from esmaml.config import ConfigError, ExperimentConfig, check_params
+from esmaml.config import ConfigError, ExperimentConfig, check_device_available, check_params
 from esmaml.evaluators import learner_arguments
 from esmaml.meta.base import MetaLearner
+from esmaml.models import check_hidden
 from esmaml.tasks.base import TaskFamily
 
 FAMILIES: dict[str, str] = {
@@ -50,8 +51,14 @@ def resolve(registry: dict[str, str], kind: str, name: str) -> Callable[..., Any
 
 
 def build_family(config: ExperimentConfig) -> TaskFamily:
+    check_device_available(config.device)
     factory = resolve(FAMILIES, "task.family", config.task.family)
     params = check_params("task.params", factory, config.task.params)
+    if "hidden" in params:  # every family's MLP; named here, not as a failed unpacking
+        try:
+            check_hidden(params["hidden"], "task.params.hidden")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if "device" in _accepted(factory):
         params.setdefault("device", config.device)
     return construct("task.params", factory, params)

@@ -9,8 +9,9 @@ uninterrupted run would: metrics.jsonl matches row for row except the wall-clock
 
 Files of a run directory: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one row per
 iteration), ``checkpoint.pt`` / ``checkpoint.prev.pt``, ``wandb_run.json`` (the wandb run id,
-written as soon as the wandb run starts), ``summary.json`` (at the end), ``wandb/`` (wandb's
-files), and ``eval.json`` / PNGs once ``esmaml evaluate`` / ``esmaml plot`` ran.
+written as soon as the wandb run starts), ``summary.json`` (at the end), ``resumes.jsonl`` (one
+line per resume), ``.esmaml.lock`` (one writer at a time), ``wandb/`` (wandb's files), and
+``eval.json`` / PNGs once ``esmaml evaluate`` / ``esmaml plot`` ran.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ from esmaml.tasks.sampler import TaskSampler
 from esmaml.training.builders import build_adaptation, build_family, build_learner
 from esmaml.training.checkpoint import (
     CHECKPOINT,
+    PREVIOUS,
     CheckpointError,
     NoCheckpointError,
     load_checkpoint,
+    move_aside,
     save_checkpoint,
 )
+from esmaml.training.lock import RunDirLock, check_not_locked, check_output_file, open_run_dir
+from esmaml.training.resume import check_resume, config_changes, record_resume
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -68,10 +73,18 @@ def default_run_dir(config: ExperimentConfig) -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """A file that is either the old or the new text, never half of it."""
+    """A file that is either the old or the new text, never half of it; a failed write (a full
+    disk) leaves the old file and no temporary one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as error:  # named by the file the user knows, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -103,13 +116,23 @@ class Trainer:
         resume: continue the run in ``run_dir`` from its latest readable checkpoint (see
             :meth:`resume`). With no checkpoint yet (killed before the first one) the run
             restarts from iteration 0 with a warning.
+        writer: hold the run directory's lock (:mod:`esmaml.training.lock`) until
+            :meth:`train` ends, and record a resume. ``False`` (``esmaml evaluate``) reads the
+            run and writes nothing to it.
     """
 
     def __init__(
-        self, config: ExperimentConfig, run_dir: str | Path | None = None, *, resume: bool = False
+        self,
+        config: ExperimentConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        writer: bool = True,
     ):
         self.config = config
         self.run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
+        if writer:
+            check_not_locked(self.run_dir)
         if not resume and any(
             (self.run_dir / name).exists() for name in (METRICS_FILE, CHECKPOINT)
         ):
@@ -132,25 +155,47 @@ class Trainer:
         )
         self.adaptation = build_adaptation(config)
         self.learner = build_learner(config, self.family, self.adaptation, self.generator)
-        # Only now that every component built: a bad config leaves no run directory behind.
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_iteration = 0
         self.elapsed = 0.0
         self.totals = {"queries_total": 0.0, "env_steps_total": 0.0}
         self.wandb_id: str | None = None
         self.checkpoint_path: Path | None = None
-        if resume:
-            self.wandb_id = self._read_wandb_id()
-            self._restore()
-        else:
-            _write_atomic(self.run_dir / CONFIG_FILE, to_yaml(config))
         self._stop_signal: int | None = None
+        self.writer = writer
+        # Only now that every component built: a bad config leaves no run directory behind.
+        self._lock: RunDirLock | None = None
+        if writer:
+            self._lock = open_run_dir(
+                self.run_dir, fresh=not resume, run_files=(METRICS_FILE, CHECKPOINT)
+            )
+        try:
+            if resume:
+                self.wandb_id = self._read_wandb_id()
+                self._restore()
+                if writer:
+                    self._record_resume()
+            else:
+                _write_atomic(self.run_dir / CONFIG_FILE, to_yaml(config))
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Free the run directory for another writer (:meth:`train` does at its end)."""
+        if self._lock is not None:
+            self._lock.release()
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None) -> Trainer:
+    def resume(
+        cls, run_dir: str | Path, overrides: list[str] | None = None, *, writer: bool = True
+    ) -> Trainer:
         """Continue the run in ``run_dir`` from its last checkpoint, with its own config.yaml
-        (plus ``overrides``, e.g. ``iterations=500`` to extend it; they are saved)."""
+        plus ``overrides`` (e.g. ``iterations=500`` to extend it). Only keys that cannot change
+        the numbers may differ from the checkpoint's config (:mod:`esmaml.training.resume`);
+        they are saved in config.yaml and recorded in resumes.jsonl."""
         directory = Path(run_dir)
+        if directory.exists() and not directory.is_dir():
+            raise CheckpointError(f"run directory {str(directory)!r} is a file, not a directory")
         if not directory.is_dir():
             raise CheckpointError(f"run directory {str(directory)!r} does not exist")
         if not (directory / CONFIG_FILE).is_file():
@@ -158,10 +203,7 @@ class Trainer:
                 f"{str(directory)!r} is not an esmaml run directory (no {CONFIG_FILE})"
             )
         config = load_config(directory / CONFIG_FILE, overrides or [])
-        trainer = cls(config, directory, resume=True)
-        if overrides:
-            _write_atomic(directory / CONFIG_FILE, to_yaml(config))
-        return trainer
+        return cls(config, directory, resume=True, writer=writer)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self, iteration: int) -> dict[str, Any]:
@@ -199,6 +241,14 @@ class Trainer:
             )
             return
         self._check_resume_overrides(state, path)
+        if self.writer and path.name == PREVIOUS and (self.run_dir / CHECKPOINT).exists():
+            # The unreadable latest must not be rotated over this, the last readable one.
+            moved = move_aside(self.run_dir / CHECKPOINT)
+            warnings.warn(
+                f"moved the unreadable {CHECKPOINT} aside to {str(moved)!r}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         try:
             self.learner.load_state_dict(state["learner"])
             self.generator.set_state(state["generator"])
@@ -219,41 +269,37 @@ class Trainer:
         self.checkpoint_path = path
 
     def _check_resume_overrides(self, state: dict[str, Any], path: Path) -> None:
-        """Refuse a resume with fewer ``iterations`` than the checkpoint completed, or whose
-        ``seed``, ``task.train_pool`` or ``task.test_pool`` differ from the checkpoint's: the
-        run's generators and task pools are restored from it, so such an override would be
-        ignored (or, for the seed, half-applied to evaluation only)."""
+        """Refuse a resume whose config changes what defines the experiment, or has fewer
+        ``iterations`` than the checkpoint completed (:func:`check_resume`)."""
         stored = state.get("config")
-        stored = stored if isinstance(stored, dict) else {}
-        stored_task = stored.get("task") if isinstance(stored.get("task"), dict) else {}
-        held = {"seed": stored.get("seed")} | {
-            f"task.{key}": stored_task.get(key) for key in ("train_pool", "test_pool")
-        }
-        configured = {
-            "seed": self.config.seed,
-            "task.train_pool": self.config.task.train_pool,
-            "task.test_pool": self.config.task.test_pool,
-        }
-        done = state.get("iteration")
-        if isinstance(done, int) and self.config.iterations < done:
-            raise ConfigError(
-                f"cannot resume with iterations={self.config.iterations}: checkpoint "
-                f"{str(path)!r} has already completed {done}; give iterations >= {done} "
-                "(more to extend the run)"
-            )
-        changed = [key for key in configured if held[key] not in (None, configured[key])]
-        if changed:
-            asked = ", ".join(f"{key}={configured[key]}" for key in changed)
-            kept = ", ".join(f"{key}={held[key]}" for key in changed)
-            raise ConfigError(
-                f"cannot resume with {asked}: checkpoint {str(path)!r} holds {kept} (a run keeps "
-                "its seed and task pools); resume with the checkpoint's values or start a new run"
-            )
+        self._resume_changes = check_resume(
+            stored if isinstance(stored, dict) else {},
+            OmegaConf.to_container(OmegaConf.structured(self.config)),
+            int(state["iteration"]),
+            path,
+        )
+
+    def _record_resume(self) -> None:
+        """Append this resume to resumes.jsonl and save the config it runs with."""
+        changes = getattr(self, "_resume_changes", None)
+        if changes is None:  # no checkpoint: every row is recomputed, compare with config.yaml
+            try:
+                before = load_config(self.run_dir / CONFIG_FILE)
+                changes = config_changes(to_dict(before), to_dict(self.config))
+            except (ConfigError, OSError):
+                changes = {}
+        record_resume(self.run_dir, self.start_iteration, self.checkpoint_path, changes)
+        if changes:
+            _write_atomic(self.run_dir / CONFIG_FILE, to_yaml(self.config))
 
     def checkpoint(self, iteration: int) -> Path:
         """Save the state after ``iteration`` completed iterations (atomic)."""
+        # checkpoint.pt is this trainer's own (or was read, or moved aside, at the resume).
         self.checkpoint_path = save_checkpoint(
-            self.run_dir, self.state_dict(iteration), self.config.checkpoint.keep_previous
+            self.run_dir,
+            self.state_dict(iteration),
+            self.config.checkpoint.keep_previous,
+            verify_current=False,
         )
         return self.checkpoint_path
 
@@ -365,6 +411,13 @@ class Trainer:
         return None if values is None else values.detach().flatten().tolist()
 
     def train(self) -> dict[str, Any]:
+        """:meth:`_train`, then the run directory's lock is released (however it ended)."""
+        try:
+            return self._train()
+        finally:
+            self.release()
+
+    def _train(self) -> dict[str, Any]:
         """Run from ``start_iteration`` to ``config.iterations``; returns the summary.
 
         Checkpoints every ``checkpoint.every`` iterations and at the end; on SIGINT/SIGTERM the
@@ -512,7 +565,9 @@ def evaluate_run(
             raise ValueError(f"adaptation steps must be ints >= 0, got {value!r}")
     if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
         raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
-    trainer = Trainer.resume(directory)
+    trainer = Trainer.resume(directory, writer=False)
+    target = Path(out) if out is not None else directory / EVAL_FILE
+    check_output_file(target, "--out" if out is not None else "RUN_DIR/eval.json")
     config = trainer.config
     default_steps = config.evaluation.num_steps
     if default_steps is None:
@@ -537,7 +592,6 @@ def evaluate_run(
         "command": command,
         "curve": curve,
     }
-    target = Path(out) if out is not None else directory / EVAL_FILE
     _write_atomic(target, json.dumps(result, indent=2) + "\n")
     return result
 

@@ -2,7 +2,8 @@
 
 ``esmaml.zero_order(...)`` is the decorator (a drop-in for ``torchopt.diff.zero_order``); the
 submodules expose the pieces it is built from, which the adaptation operators and meta-learners
-reuse: seeded directions (:mod:`.noise`), estimator weights (:mod:`.estimators`) and batched
+reuse: seeded directions (:mod:`.noise`), estimator weights (:mod:`.estimators`), the estimate
+kernel (:mod:`.kernel`), the differentiated arguments' leaves (:mod:`.pytree`) and batched
 population evaluation (:mod:`.evaluation`); :mod:`.compiled` holds ``compile=True``.
 """
 

@@ -138,7 +138,17 @@ def check_objective(value: object, where: str) -> Tensor:
             f"{where} must return a scalar (0-dim) tensor, got shape {tuple(value.shape)}; "
             "reduce it (e.g. .mean()) or use batch='population' for a [M] output"
         )
+    _check_real(value, where)
     return value
+
+
+def _check_real(value: Tensor, where: str) -> None:
+    """A complex objective has no order to descend; its gradient is undefined."""
+    if value.is_complex():
+        raise ObjectiveTypeError(
+            f"{where} must return a real tensor, got dtype {value.dtype}; return a real "
+            "objective (e.g. .abs() or .real of the complex value)"
+        )
 
 
 def check_population_values(values: object, size: int, where: str) -> Tensor:
@@ -149,6 +159,7 @@ def check_population_values(values: object, size: int, where: str) -> Tensor:
             f"with batch='population', {where} must return a tensor of shape ({size},), one "
             f"value per population member, got {got}"
         )
+    _check_real(values, where)
     return values
 
 

@@ -6,7 +6,8 @@ Noise is never stored: a 63-bit seed regenerates it, which is what distributed w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -121,3 +122,112 @@ def noise_from_seed(
     the ``zero_order`` call differentiated."""
     generator = make_generator(seed, device)
     return sample_noise(shape, kind=kind, generator=generator, device=device, dtype=dtype)
+
+
+# -- custom distributions and the directions of a parameter pytree ------------------------------
+
+ORTHOGONAL_NEEDS_GAUSSIAN = (
+    "sampling='orthogonal' needs the built-in Gaussian: pass distribution=None or "
+    "torch.distributions.Normal(0, 1)"
+)
+
+
+def is_standard_normal(distribution: object) -> bool:
+    if not isinstance(distribution, torch.distributions.Normal):
+        return False
+    loc, scale = distribution.loc, distribution.scale
+    return bool(distribution.batch_shape == torch.Size()) and bool(loc == 0) and bool(scale == 1)
+
+
+def as_sampler(distribution: object) -> Callable[[torch.Size], Tensor] | None:
+    """None means the built-in seeded Gaussian; otherwise a ``sample(sample_shape)`` callable."""
+    if distribution is None or is_standard_normal(distribution):
+        return None
+    sample = getattr(distribution, "sample", None)
+    if callable(sample):
+        return sample
+    if callable(distribution):
+        return distribution  # type: ignore[return-value]
+    raise TypeError(
+        "distribution must be None (standard Gaussian), a torch.distributions.Distribution, an "
+        "object with .sample(sample_shape), or a callable sample(sample_shape); got "
+        f"{type(distribution).__name__}"
+    )
+
+
+def check_moments(distribution: object) -> None:
+    """A ``torch.distributions`` noise must have zero mean and unit variance per element: the
+    estimators divide by sigma assuming so, and any other noise biases the gradient. (A custom
+    sampler's moments cannot be read; it carries the same contract.)"""
+    if not isinstance(distribution, torch.distributions.Distribution):
+        return
+    try:
+        mean = torch.as_tensor(distribution.mean, dtype=torch.float64)
+        variance = torch.as_tensor(distribution.variance, dtype=torch.float64)
+    except NotImplementedError:
+        return
+    if not (
+        torch.allclose(mean, torch.zeros_like(mean), atol=1e-6)
+        and torch.allclose(variance, torch.ones_like(variance), rtol=1e-5, atol=0)
+    ):
+        shown = ", ".join(
+            f"{name} {t.item():.6g}"
+            if t.numel() == 1
+            else f"{name} in [{t.min():.6g}, {t.max():.6g}]"
+            for name, t in (("mean", mean), ("variance", variance))
+        )
+        raise ValueError(
+            f"distribution={distribution!r} has {shown}; the estimators need zero mean and unit "
+            "variance per element (scale the step with sigma instead), e.g. "
+            "torch.distributions.Normal(0, 1) or None"
+        )
+
+
+def leaf_directions(
+    leaves: Sequence[Tensor],
+    num: int,
+    *,
+    kind: NoiseKind,
+    sampler: Callable[[torch.Size], Tensor] | None,
+    seed: int | None,
+) -> tuple[Tensor | None, list[Tensor] | None]:
+    """``num`` directions for the parameter ``leaves``: either the flat ``[N, D]`` noise whose
+    column blocks are the per-leaf directions (built-in sampler, one dtype and device:
+    ``(flat, None)``) or the per-leaf directions ``[N, *leaf.shape]`` themselves
+    (``(None, noise)``). With ``seed`` they are reproducible: the built-in noise is
+    :func:`noise_from_seed`'s, a custom ``sampler`` runs under ``torch.manual_seed(seed)`` in a
+    forked RNG."""
+    if sampler is None:
+        device = leaves[0].device
+        dtype = functools.reduce(torch.promote_types, [leaf.dtype for leaf in leaves])
+        generator = make_generator(seed, device) if seed is not None else None
+        flat = sample_noise(
+            (num, sum(leaf.numel() for leaf in leaves)),
+            kind=kind,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+        )
+        if all(leaf.dtype == dtype and leaf.device == device for leaf in leaves):
+            return flat, None
+        pieces = flat.split([leaf.numel() for leaf in leaves], dim=1)
+        return None, [
+            piece.reshape(num, *leaf.shape).to(device=leaf.device, dtype=leaf.dtype)
+            for piece, leaf in zip(pieces, leaves)
+        ]
+    devices = sorted({leaf.device for leaf in leaves if leaf.device.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        noise = []
+        for leaf in leaves:
+            shape = torch.Size((num, *leaf.shape))
+            sample = sampler(shape)
+            if not isinstance(sample, Tensor) or sample.shape != shape:
+                got = tuple(sample.shape) if isinstance(sample, Tensor) else type(sample).__name__
+                raise ValueError(
+                    f"distribution returned samples of shape {got} for sample_shape="
+                    f"{tuple(shape)}; it must return exactly sample_shape"
+                )
+            noise.append(sample.to(device=leaf.device, dtype=leaf.dtype))
+    return None, noise
