@@ -31,7 +31,8 @@ class RLFamily(TaskFamily):
         env: a torch-native env name (``Navigation2D``, ``FourCorners``, ``SixCircles``,
             ``PointMassGoalVelocity``, ``MetaPendulum``, ``MetaCartPole``) or a MuJoCo meta-task
             (``HalfCheetahForwardBackward``, ``HalfCheetahGoalVelocity``, ``AntForwardBackward``,
-            ``AntDirection``; CPU, through gymnasium's vector API).
+            ``AntDirection``; on the CPU, stepped by MuJoCo's threaded batch, see
+            ``mujoco_backend``).
         env_params: constructor keywords of the environment.
         hidden: hidden widths of the policy (``()`` is the paper's linear policy).
         activation: hidden activation.
@@ -40,7 +41,13 @@ class RLFamily(TaskFamily):
             ``max_episode_steps`` unless ``env_params`` sets one.
         normalize_observations: running observation normalisation.
         device: where torch-native environments run.
-        gym_chunk: sub-environments per gymnasium vector env (MuJoCo).
+        gym_chunk: sub-environments per gymnasium vector env (MuJoCo, gymnasium backend).
+        mujoco_backend: how the MuJoCo meta-tasks run: ``'batch'`` (default: all rollouts of
+            a loss call as rows of one :class:`envs.mujoco_batch.MujocoMetaBatch`, threaded;
+            the same numbers as ``'gymnasium'``, see :mod:`esmaml.rl.rollout_mujoco`) or
+            ``'gymnasium'`` (gymnasium's ``SyncVectorEnv`` in chunks of ``gym_chunk``).
+        mujoco_threads: physics threads of the batch (default: the cores given to the
+            process, or to the Ray worker).
     """
 
     stochastic = True
@@ -58,6 +65,8 @@ class RLFamily(TaskFamily):
         normalize_observations: bool = True,
         device: str | torch.device = "cpu",
         gym_chunk: int = 16,
+        mujoco_backend: str = "batch",
+        mujoco_threads: int | None = None,
     ):
         import envs as env_registry
 
@@ -84,8 +93,20 @@ class RLFamily(TaskFamily):
                 raise ValueError(
                     f"env={env!r} is not a registered esmaml environment; valid: {', '.join(valid)}"
                 )
+            if mujoco_backend not in ("batch", "gymnasium"):
+                raise ValueError(
+                    f"mujoco_backend must be 'batch' or 'gymnasium', got {mujoco_backend!r}"
+                )
+            if mujoco_threads is not None and (
+                isinstance(mujoco_threads, bool)
+                or not isinstance(mujoco_threads, int)
+                or mujoco_threads < 1
+            ):
+                raise ValueError(f"mujoco_threads must be a positive int, got {mujoco_threads!r}")
+            self.mujoco_backend, self.mujoco_threads = mujoco_backend, mujoco_threads
+            self._mujoco_batch: Any = None
             if self._device.type != "cpu":
-                raise ValueError(f"{name} runs through gymnasium on the CPU; use device='cpu'")
+                raise ValueError(f"{name} runs on the CPU; use device='cpu'")
             import gymnasium
 
             self.gym_id = mujoco_ids[name]
@@ -196,6 +217,8 @@ class RLFamily(TaskFamily):
             if generator is not None
             else 0
         )
+        if self.mujoco_backend == "batch":
+            return self._rollout_mujoco_batch(params, task_list, ids, seed)
         return rollout_gym(
             lambda k: gymnasium.make_vec(
                 self.gym_id,
@@ -211,6 +234,31 @@ class RLFamily(TaskFamily):
             horizon=self.horizon,
             normalize=self.normalizer,
             chunk=self.gym_chunk,
+            seeds=[seed + int(i) for i in ids.tolist()],
+        )
+
+    def _rollout_mujoco_batch(
+        self, params: Tensor, task_list: list[dict[str, Any]], ids: Tensor, seed: int
+    ) -> RolloutResult:
+        """The MuJoCo rollouts as rows of one threaded batch (same seeds as rollout_gym)."""
+        from envs.mujoco_batch import MujocoMetaBatch
+        from esmaml.rl.rollout_mujoco import rollout_mujoco
+
+        rows = params.shape[0] * self.episodes
+        if self._mujoco_batch is None or self._mujoco_batch.num_sims < rows:
+            # gymnasium.make's TimeLimit argument is the horizon's business here.
+            kwargs = {k: v for k, v in self.gym_params.items() if k != "max_episode_steps"}
+            self._mujoco_batch = MujocoMetaBatch(
+                self.gym_id, rows, threads=self.mujoco_threads, **kwargs
+            )
+        return rollout_mujoco(
+            self._mujoco_batch,
+            self.policy,
+            params,
+            [task_list[i] for i in ids.tolist()],
+            episodes=self.episodes,
+            horizon=min(self.horizon, int(self.gym_params["max_episode_steps"])),
+            normalize=self.normalizer,
             seeds=[seed + int(i) for i in ids.tolist()],
         )
 
