@@ -51,7 +51,7 @@ from mujoco.batch import Batch
 from . import mujoco as meta_envs
 from .mujoco import MujocoMetaEnv, mujoco_warnings_to_python
 
-__all__ = ["BATCHED_MUJOCO_ENVS", "MujocoMetaBatch", "default_threads"]
+__all__ = ["BATCHED_MUJOCO_ENVS", "MetaTaskConstants", "MujocoMetaBatch", "default_threads"]
 
 BATCHED_MUJOCO_ENVS: dict[str, type[MujocoMetaEnv]] = {
     cls.__name__: cls
@@ -101,7 +101,79 @@ def _env_class(env: str | type[MujocoMetaEnv]) -> type[MujocoMetaEnv]:
     return BATCHED_MUJOCO_ENVS[name]
 
 
-class MujocoMetaBatch:
+class MetaTaskConstants:
+    """A meta-task's gymnasium constants, read from one built env (shared by the CPU batch
+    and :class:`envs.mujoco_warp.MujocoWarpMetaBatch`)."""
+
+    meta_env: MujocoMetaEnv
+    model: mujoco.MjModel
+
+    def _read_task(self, cls: type[MujocoMetaEnv], env_kwargs: dict[str, Any]) -> None:
+        if env_kwargs.get("render_mode") is not None:
+            raise ValueError("render_mode must be None: the batched path does not render")
+        env_kwargs.pop("render_mode", None)
+        with mujoco_warnings_to_python():
+            self.meta_env = cls(**env_kwargs)
+        base = self.meta_env.base_env
+        self.name = cls.__name__
+        self.model = base.model
+        self.frame_skip = int(base.frame_skip)
+        self.dt = base.dt  # Python float, as gymnasium divides by it
+        self.init_qpos, self.init_qvel = base.init_qpos.copy(), base.init_qvel.copy()
+        self.reset_noise_scale = base._reset_noise_scale
+        self.ctrl_cost_weight = base._ctrl_cost_weight
+        self.observation_dim = int(base.observation_space.shape[0])
+        self.action_dim = int(self.model.nu)
+        self.action_low = base.action_space.low.copy()
+        self.action_high = base.action_space.high.copy()
+        self.task_keys = self.meta_env.task_keys
+        self.is_ant = isinstance(base, AntEnv)
+        if not self.is_ant and not isinstance(base, HalfCheetahEnv):  # pragma: no cover
+            raise TypeError(f"{self.name}: unsupported base env {type(base).__name__}")
+        # leading qpos entries left out of the observation (x, or x and y)
+        self._skip = (2 if self.is_ant else 1) * int(
+            base._exclude_current_positions_from_observation
+        )
+        if self.is_ant:
+            self.main_body = int(self.model.body(base._main_body).id)
+            self.contact_cost_weight = base._contact_cost_weight
+            self.contact_force_range = base._contact_force_range
+            self.healthy_reward = base._healthy_reward
+            self.healthy_z_range = base._healthy_z_range
+            self.terminate_when_unhealthy = bool(base._terminate_when_unhealthy)
+            self.include_cfrc_ext = bool(base._include_cfrc_ext_in_observation)
+
+    def validated_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Task dicts, checked as the meta-env's ``set_task`` checks them, as float64 arrays
+        ``{key: [n, ...]}``."""
+        if isinstance(tasks, Mapping) or not isinstance(tasks, Sequence):
+            raise TypeError(f"tasks must be a list of task dicts, got {type(tasks).__name__}")
+        checked = []
+        for i, task in enumerate(tasks):
+            try:
+                self.meta_env.set_task(task)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"tasks[{i}]: {e}") from e
+            checked.append(self.meta_env.get_task())
+        return {k: np.array([t[k] for t in checked], dtype=np.float64) for k in self.task_keys}
+
+    def reset_states(self, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(qpos [n, nq], qvel [n, nv])``: gymnasium's reset of each seed.
+
+        MujocoEnv.reset_model's draws, in its order, from a generator seeded as
+        ``gymnasium.Env.reset(seed=...)`` seeds ``np_random``.
+        """
+        nq, nv, scale = self.model.nq, self.model.nv, self.reset_noise_scale
+        qpos = np.empty((len(seeds), nq))
+        qvel = np.empty((len(seeds), nv))
+        for k, seed in enumerate(seeds):
+            rng, _ = seeding.np_random(int(seed))
+            qpos[k] = self.init_qpos + rng.uniform(low=-scale, high=scale, size=nq)
+            qvel[k] = self.init_qvel + scale * rng.standard_normal(nv)
+        return qpos, qvel
+
+
+class MujocoMetaBatch(MetaTaskConstants):
     """``num_sims`` simulations of one MuJoCo meta-task, stepped together on threads.
 
     Args:
@@ -134,39 +206,9 @@ class MujocoMetaBatch:
             threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        if env_kwargs.get("render_mode") is not None:
-            raise ValueError("render_mode must be None: the batched path does not render")
-        env_kwargs.pop("render_mode", None)
-        with mujoco_warnings_to_python():
-            self.meta_env: MujocoMetaEnv = cls(**env_kwargs)
-        base = self.meta_env.base_env
-        self.name = cls.__name__
+        self._read_task(cls, env_kwargs)
         self.num_sims, self.threads = num_sims, threads
-        self.model: mujoco.MjModel = base.model
-        self.frame_skip = int(base.frame_skip)
-        self.dt = base.dt  # Python float, as gymnasium divides by it
-        self.init_qpos, self.init_qvel = base.init_qpos.copy(), base.init_qvel.copy()
-        self.reset_noise_scale = base._reset_noise_scale
-        self.ctrl_cost_weight = base._ctrl_cost_weight
-        self.observation_dim = int(base.observation_space.shape[0])
-        self.action_dim = int(self.model.nu)
-        self.action_low = base.action_space.low.copy()
-        self.action_high = base.action_space.high.copy()
-        self.task_keys = self.meta_env.task_keys
-        self.is_ant = isinstance(base, AntEnv)
-        if not self.is_ant and not isinstance(base, HalfCheetahEnv):  # pragma: no cover
-            raise TypeError(f"{self.name}: unsupported base env {type(base).__name__}")
-        self._skip = (2 if self.is_ant else 1) * int(
-            base._exclude_current_positions_from_observation
-        )
         if self.is_ant:
-            self.main_body = int(self.model.body(base._main_body).id)
-            self.contact_cost_weight = base._contact_cost_weight
-            self.contact_force_range = base._contact_force_range
-            self.healthy_reward = base._healthy_reward
-            self.healthy_z_range = base._healthy_z_range
-            self.terminate_when_unhealthy = bool(base._terminate_when_unhealthy)
-            self.include_cfrc_ext = bool(base._include_cfrc_ext_in_observation)
             # gymnasium's contact forces come from mj_rnePostConstraint on each env's own
             # MjData after the step: keep one per simulation (see the module docstring).
             self._scratch = mujoco.MjData(self.model)
@@ -185,25 +227,15 @@ class MujocoMetaBatch:
         """Give row ``ids[k]`` (default: row ``k``) the task ``tasks[k]``; takes effect at the
         next step. Tasks are validated as the meta-env's ``set_task`` does."""
         rows = self._rows(ids)
-        if isinstance(tasks, Mapping) or len(tasks) != len(rows):
+        if isinstance(tasks, Sequence) and len(tasks) != len(rows):
             raise ValueError(
-                f"tasks must be a list of {len(rows)} task dicts (one per row), got "
-                f"{len(tasks) if isinstance(tasks, Sequence) else type(tasks).__name__}"
+                f"tasks must be a list of {len(rows)} task dicts (one per row), got {len(tasks)}"
             )
-        checked = []
-        for i, task in enumerate(tasks):
-            try:
-                self.meta_env.set_task(task)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"tasks[{i}]: {e}") from e
-            checked.append(self.meta_env.get_task())
+        values = self.validated_tasks(tasks)
         if self._tasks is None:
-            first = checked[0] if checked else self.meta_env.get_task()
-            self._tasks = {
-                k: np.zeros((self.num_sims, *np.shape(first[k]))) for k in self.task_keys
-            }
-        for k in self.task_keys:
-            self._tasks[k][rows] = np.array([t[k] for t in checked], dtype=np.float64)
+            self._tasks = {k: np.zeros((self.num_sims, *v.shape[1:])) for k, v in values.items()}
+        for k, v in values.items():
+            self._tasks[k][rows] = v
 
     def tasks_of(self, ids: Any = None) -> dict[str, np.ndarray]:
         """The rows' tasks as arrays ``{key: [n, ...]}``."""
@@ -222,15 +254,7 @@ class MujocoMetaBatch:
         rows = self._rows(ids)
         if len(seeds) != len(rows):
             raise ValueError(f"seeds must hold one seed per row ({len(rows)}), got {len(seeds)}")
-        nq, nv, scale = self.model.nq, self.model.nv, self.reset_noise_scale
-        qpos = np.empty((len(rows), nq))
-        qvel = np.empty((len(rows), nv))
-        for k, seed in enumerate(seeds):
-            # MujocoEnv.reset_model's draws, in its order, from a generator seeded as
-            # gymnasium.Env.reset(seed=...) seeds np_random.
-            rng, _ = seeding.np_random(int(seed))
-            qpos[k] = self.init_qpos + rng.uniform(low=-scale, high=scale, size=nq)
-            qvel[k] = self.init_qvel + scale * rng.standard_normal(nv)
+        qpos, qvel = self.reset_states(seeds)
         batch_ids = None if len(rows) == self.num_sims else rows
         # mj_resetData, the state written, then mj_forward (MujocoEnv.set_state).
         self.batch.reset(batch_ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
