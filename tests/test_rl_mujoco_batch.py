@@ -110,8 +110,8 @@ def test_batch_backend_options_and_bad_inputs() -> None:
     family.loss(params[:2], tasks, ids[:2])  # fewer rows: the batch is reused
     assert family._mujoco_batch.num_sims == 4
     assert family.env_steps == (4 + 2) * 5
-    with pytest.raises(ValueError, match="mujoco_backend must be 'batch' or 'gymnasium'"):
-        RLFamily("HalfCheetahForwardBackward", mujoco_backend="warp")
+    with pytest.raises(ValueError, match="mujoco_backend must be 'batch', 'warp' or 'gymnasium'"):
+        RLFamily("HalfCheetahForwardBackward", mujoco_backend="bullet")
     with pytest.raises(ValueError, match="mujoco_threads must be a positive int"):
         RLFamily("AntDirection", mujoco_threads=0)
 

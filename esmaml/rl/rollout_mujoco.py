@@ -31,7 +31,7 @@ from esmaml.rl.normalization import RunningStats
 from esmaml.rl.policies import MLPPolicy
 from esmaml.rl.rollout import RolloutResult, _frozen
 
-__all__ = ["rollout_mujoco"]
+__all__ = ["rollout_mujoco", "rollout_mujoco_warp"]
 
 # torch's CPU elementwise kernels run a vectorised body over chunks of 2 x the vector width (at
 # most 32 floats or 16 doubles) and a scalar loop over the remainder, and their transcendental
@@ -131,4 +131,60 @@ def rollout_mujoco(
                 break
     stats = RunningStats.from_batch(observations, alive_steps)
     totals = torch.from_numpy(returns).view(n, episodes).to(dtype)
+    return RolloutResult(totals.mean(1), totals, steps, stats)
+
+
+def rollout_mujoco_warp(
+    batch: Any,
+    policy: MLPPolicy,
+    params: Tensor,
+    tasks: Sequence[Mapping[str, Any]],
+    *,
+    episodes: int = 1,
+    horizon: int,
+    normalize: Callable[[Tensor], Tensor] = lambda obs: obs,
+    seeds: Sequence[int] | None = None,
+) -> RolloutResult:
+    """The same contract on :class:`envs.mujoco_warp.MujocoWarpMetaBatch` (MuJoCo Warp).
+
+    Every world steps every control step (a finished episode is simulated on and masked, as in
+    :func:`esmaml.rl.rollout.rollout`), so the loop never waits for the device; observations,
+    actions and rewards stay on it. Worlds beyond ``N * E`` replay the last row. Unverified on
+    a GPU (see :mod:`envs.mujoco_warp`).
+    """
+    n = params.shape[0]
+    if len(tasks) != n:
+        raise ValueError(f"tasks must hold one task per parameter row ({n}), got {len(tasks)}")
+    if episodes < 1 or horizon < 1:
+        raise ValueError(f"episodes and horizon must be >= 1, got {episodes} and {horizon}")
+    rows, worlds = n * episodes, batch.num_sims
+    if rows > worlds:
+        raise ValueError(f"the batch has {worlds} worlds, {rows} (N * episodes) are needed")
+    row_seeds = list(seeds) if seeds is not None else list(range(n))
+    if len(row_seeds) != n:
+        raise ValueError(f"seeds must hold one seed per parameter row ({n}), got {len(row_seeds)}")
+    member = [i for i in range(n) for _ in range(episodes)]
+    member += [member[-1]] * (worlds - rows)
+    episode = [e for _ in range(n) for e in range(episodes)]
+    episode += [episode[-1]] * (worlds - rows)
+    batch.set_tasks([tasks[i] for i in member])
+    current = batch.reset([row_seeds[i] * 1000 + e for i, e in zip(member, episode)])
+    dtype, device = params.dtype, params.device
+    act = policy.bind(params[torch.tensor(member, device=device)])
+    transform = _frozen(normalize, dtype)
+    observations = torch.empty(horizon, rows, policy.observation_dim, dtype=dtype, device=device)
+    alive_steps = torch.empty(horizon, rows, dtype=torch.bool, device=device)
+    alive = torch.ones(rows, dtype=torch.bool, device=device)
+    totals = torch.zeros(rows, dtype=torch.float64, device=device)
+    for t in range(horizon):
+        obs = current.to(dtype)
+        observations[t] = obs[:rows]
+        alive_steps[t] = alive
+        action = act(transform(obs).unsqueeze(1)).squeeze(1)
+        current, reward, terminated = batch.step(action.to(batch.dtype))
+        totals += torch.where(alive, reward[:rows].double(), 0.0)
+        alive &= ~terminated[:rows]
+    stats = RunningStats.from_batch(observations, alive_steps)
+    steps = int(alive_steps.sum())  # the one host sync
+    totals = totals.view(n, episodes).to(dtype)
     return RolloutResult(totals.mean(1), totals, steps, stats)
