@@ -17,7 +17,8 @@ Rewards (``v_x, v_y`` = torso velocity from ``info``, ``a`` = action):
   vector at a uniform random angle.
 
 Vectorise with :func:`make_mujoco_vector` (gymnasium's ``SyncVectorEnv``; on 2 cores the async
-variant is slower).
+variant is slower). Training steps them through :mod:`envs.mujoco_batch` instead: many copies as
+rows of MuJoCo's threaded batch, with the same numbers bit for bit (docs/mujoco.md).
 """
 
 from __future__ import annotations
