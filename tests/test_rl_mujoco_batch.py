@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import torch
 pytest.importorskip("mujoco")
 
 from envs.mujoco import mujoco_warnings_to_python  # needs the importorskip above
+from envs.mujoco_batch import default_threads
 from esmaml.rl import RLFamily, RunningStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +117,20 @@ def test_batch_backend_options_and_bad_inputs() -> None:
         RLFamily("HalfCheetahForwardBackward", mujoco_backend="bullet")
     with pytest.raises(ValueError, match="mujoco_threads must be a positive int"):
         RLFamily("AntDirection", mujoco_threads=0)
+    with pytest.raises(ValueError, match="runs on the CPU; use device='cpu', or device='cuda'"):
+        RLFamily("AntDirection", mujoco_backend="gymnasium", device="meta")
+    if importlib.util.find_spec("mujoco_warp") is None:
+        # the GPU path's package is checked when the family is built, not at its first rollout
+        with pytest.raises(ImportError, match=r"needs the mujoco-warp package"):
+            RLFamily("HalfCheetahForwardBackward", mujoco_backend="warp")
+
+
+def test_default_threads_are_the_cores_given_to_the_process() -> None:
+    assert default_threads() == len(os.sched_getaffinity(0))
+    family = RLFamily("HalfCheetahForwardBackward", horizon=2)
+    tasks, params, ids = draw(family, 2, 0.1)
+    family.loss(params, tasks, ids)
+    assert family._mujoco_batch.threads == default_threads()
 
 
 @pytest.mark.slow
