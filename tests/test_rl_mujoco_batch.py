@@ -104,6 +104,26 @@ def test_batch_close_to_gymnasium_backend_with_a_policy() -> None:
     torch.testing.assert_close(losses["batch"], losses["gymnasium"], rtol=1e-4, atol=1e-4)
 
 
+def test_statistics_windows_merge_to_the_one_pass_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Observations kept in windows of 3 steps give the statistics of one pass (the Ant's
+    terminations included) and the same returns."""
+    import esmaml.rl.rollout_mujoco as engine
+
+    results = []
+    for window in (None, 3):
+        if window is not None:
+            monkeypatch.setattr(engine, "_STATS_WINDOW", window * 4 * 105)  # 4 rows
+        family = family_for("AntForwardBackward", "batch", env_params=ANT_NARROW, horizon=40)
+        tasks, params, ids = draw(family, 4, 0.5)
+        loss = family.loss(params, tasks, ids, generator=torch.Generator().manual_seed(2))
+        results.append((loss, family.env_steps, family.normalizer.pending))
+    (loss, steps, stats), (loss_w, steps_w, stats_w) = results
+    assert torch.equal(loss, loss_w) and steps == steps_w < 4 * 40
+    assert float(stats.count) == float(stats_w.count) == steps
+    torch.testing.assert_close(stats_w.mean, stats.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats_w.m2, stats.m2, rtol=1e-10, atol=1e-10)
+
+
 def test_batch_backend_options_and_bad_inputs() -> None:
     family = RLFamily("HalfCheetahForwardBackward", horizon=5, mujoco_threads=1)
     assert family.mujoco_backend == "batch"
