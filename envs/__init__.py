@@ -6,7 +6,9 @@
   :class:`PointMassGoalVelocity`, :class:`MetaPendulum`, :class:`MetaCartPole`;
 * gymnasium: :class:`SingleMetaEnv`, :class:`BatchedMetaVectorEnv`, registered as
   ``esmaml/<Name>-v0`` on import;
-* :mod:`envs.mujoco` - MuJoCo meta-tasks (imported on demand; needs ``gymnasium[mujoco]``).
+* :mod:`envs.mujoco` - MuJoCo meta-tasks (imported on demand; needs ``gymnasium[mujoco]``);
+  :mod:`envs.mujoco_batch` steps many of them in MuJoCo's threaded batch, :mod:`envs.mujoco_warp`
+  on MuJoCo Warp (GPU; needs ``mujoco-warp``).
 """
 
 from .classic import MetaCartPole, MetaPendulum

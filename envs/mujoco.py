@@ -17,7 +17,8 @@ Rewards (``v_x, v_y`` = torso velocity from ``info``, ``a`` = action):
   vector at a uniform random angle.
 
 Vectorise with :func:`make_mujoco_vector` (gymnasium's ``SyncVectorEnv``; on 2 cores the async
-variant is slower).
+variant is slower). Training steps them through :mod:`envs.mujoco_batch` instead: many copies as
+rows of MuJoCo's threaded batch, with the same numbers bit for bit (docs/mujoco.md).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     """Base class: owns ``self.base_env`` (an unwrapped gymnasium MuJoCo env).
 
     Subclasses define ``base_env_cls``, ``base_env_kwargs``, ``task_keys``, ``_sample`` (task
-    dicts from a numpy generator), ``_validate`` (normalised task dict) and ``_reward``.
+    dicts from a numpy generator), ``_validate`` (normalised task dict) and ``task_reward``
+    (scalar or batched, see there).
 
     Args:
         task: initial task dict (default: one sampled with seed 0).
@@ -164,7 +166,7 @@ class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, base_reward, terminated, truncated, info = self.base_env.step(action)
-        reward = float(self._reward(info, np.asarray(action)))
+        reward = float(self.task_reward(self._task, info, np.asarray(action)))
         info["reward_base"] = base_reward
         return obs, reward, terminated, truncated, info
 
@@ -181,7 +183,17 @@ class MujocoMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
     def _validate(self, task: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _reward(self, info: Mapping[str, Any], action: np.ndarray) -> float:
+    def task_reward(
+        self, task: Mapping[str, Any], info: Mapping[str, Any], action: np.ndarray
+    ) -> Any:
+        """The task's reward from gymnasium's step ``info`` terms and the action.
+
+        One implementation for both paths: scalars (this env's ``step``: ``task`` is a task
+        dict, ``info`` gymnasium's, ``action [act_dim]``) and arrays over a leading batch dim
+        (:class:`envs.mujoco_batch.MujocoMetaBatch`: task values ``[n]`` or ``[n, 2]``, info
+        terms ``[n]``, ``action [n, act_dim]``), with the same operations in the same order, so
+        both give the same floats.
+        """
         raise NotImplementedError
 
 
@@ -211,10 +223,12 @@ class HalfCheetahForwardBackward(MujocoMetaEnv):
     def _validate(self, task: Mapping[str, Any]) -> dict[str, Any]:
         return _direction_sign(task)
 
-    def _reward(self, info: Mapping[str, Any], action: np.ndarray) -> float:
+    def task_reward(
+        self, task: Mapping[str, Any], info: Mapping[str, Any], action: np.ndarray
+    ) -> Any:
         # Same operation order as HalfCheetahEnv._get_rew, so dir=-1 matches
         # forward_reward_weight=-1 exactly.
-        return self._task["direction"] * info["x_velocity"] - (-info["reward_ctrl"])
+        return task["direction"] * info["x_velocity"] - (-info["reward_ctrl"])
 
 
 class HalfCheetahGoalVelocity(MujocoMetaEnv):
@@ -253,10 +267,13 @@ class HalfCheetahGoalVelocity(MujocoMetaEnv):
             raise ValueError(f"task['goal_velocity'] must be finite, got {v}")
         return {"goal_velocity": v}
 
-    def _reward(self, info: Mapping[str, Any], action: np.ndarray) -> float:
+    def task_reward(
+        self, task: Mapping[str, Any], info: Mapping[str, Any], action: np.ndarray
+    ) -> Any:
         # float64 control cost: gymnasium's is float32 for float32 actions.
-        ctrl = self.ctrl_cost_weight * float(np.sum(np.square(action.astype(np.float64))))
-        return -abs(info["x_velocity"] - self._task["goal_velocity"]) - ctrl
+        squares = np.square(np.asarray(action, dtype=np.float64))
+        ctrl = self.ctrl_cost_weight * np.sum(squares, axis=-1)
+        return -abs(info["x_velocity"] - task["goal_velocity"]) - ctrl
 
 
 _ANT_KWARGS: Mapping[str, Any] = {
@@ -266,7 +283,7 @@ _ANT_KWARGS: Mapping[str, Any] = {
 }
 
 
-def _ant_reward(forward: float, info: Mapping[str, Any]) -> float:
+def _ant_reward(forward: Any, info: Mapping[str, Any]) -> Any:
     # AntEnv._get_rew order: (forward + healthy) - (ctrl + contact).
     return (forward + info["reward_survive"]) - (-info["reward_ctrl"] + -info["reward_contact"])
 
@@ -288,8 +305,10 @@ class AntForwardBackward(MujocoMetaEnv):
     def _validate(self, task: Mapping[str, Any]) -> dict[str, Any]:
         return _direction_sign(task)
 
-    def _reward(self, info: Mapping[str, Any], action: np.ndarray) -> float:
-        return _ant_reward(self._task["direction"] * info["x_velocity"], info)
+    def task_reward(
+        self, task: Mapping[str, Any], info: Mapping[str, Any], action: np.ndarray
+    ) -> Any:
+        return _ant_reward(task["direction"] * info["x_velocity"], info)
 
 
 class AntDirection(MujocoMetaEnv):
@@ -314,8 +333,11 @@ class AntDirection(MujocoMetaEnv):
             raise ValueError(f"task['direction'] must be a unit 2-vector: {task['direction']!r}")
         return {"direction": [float(d[0]), float(d[1])]}
 
-    def _reward(self, info: Mapping[str, Any], action: np.ndarray) -> float:
-        dx, dy = self._task["direction"]
+    def task_reward(
+        self, task: Mapping[str, Any], info: Mapping[str, Any], action: np.ndarray
+    ) -> Any:
+        direction = np.asarray(task["direction"], dtype=np.float64)  # [2] or [n, 2]
+        dx, dy = direction[..., 0], direction[..., 1]
         return _ant_reward(dx * info["x_velocity"] + dy * info["y_velocity"], info)
 
 

@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -233,6 +234,25 @@ def foreign_checkpoint(ctx: Context) -> None:
     read_checkpoint(path)
 
 
+def mujoco_batch(env: str, num_sims: int) -> Any:
+    from envs.mujoco_batch import MujocoMetaBatch
+
+    return MujocoMetaBatch(env, num_sims, threads=1)
+
+
+def mujoco_batch_bad_actions() -> None:
+    batch = mujoco_batch("HalfCheetahForwardBackward", 2)
+    batch.set_tasks([{"direction": 1.0}, {"direction": -1.0}])
+    batch.reset([0, 1])
+    batch.step(np.zeros((2, 5), np.float32))
+
+
+def rl_family(env: str = "Navigation2D", **kwargs: Any) -> Any:
+    from esmaml.rl import RLFamily
+
+    return RLFamily(env, **kwargs)
+
+
 def navigation(**kwargs: Any) -> Any:
     from envs import Navigation2D
 
@@ -274,12 +294,6 @@ def environment(name: str, value: str) -> Iterator[None]:
 def with_wandb_mode(value: str) -> None:
     with environment("WANDB_MODE", value):
         load_config(CONFIG, ["wandb.mode=auto"])
-
-
-def rl_family(**kwargs: Any) -> Any:
-    from esmaml.rl.family import RLFamily
-
-    return RLFamily("Navigation2D", **kwargs)
 
 
 def navigation_nan_goal() -> None:
@@ -594,6 +608,16 @@ CASES: list[Case] = [
     Case("gym-step-str", "envs", "gymnasium env.step('left')", TypeError,
          "action must be numbers (a tensor, numpy array, float or list of floats), got 'left'",
          lambda c: gym_navigation().step("left")),
+    Case("env-mujoco-batch-name", "envs", "MujocoMetaBatch('Navigation2D', 4)", ValueError,
+         "env='Navigation2D' has no batched path", lambda c: mujoco_batch("Navigation2D", 4)),
+    Case("env-mujoco-batch-actions", "envs", "MujocoMetaBatch(HalfCheetah, 2).step([2, 5] actions)",
+         ValueError, "actions must have shape (2, 6)", lambda c: mujoco_batch_bad_actions()),
+    Case("family-mujoco-backend", "family", "RLFamily(HalfCheetah, mujoco_backend='bullet')",
+         ValueError, "mujoco_backend must be 'batch', 'warp' or 'gymnasium', got 'bullet'",
+         lambda c: rl_family("HalfCheetahForwardBackward", mujoco_backend="bullet")),
+    Case("family-mujoco-threads", "family", "RLFamily(AntDirection, mujoco_threads=0)",
+         ValueError, "mujoco_threads must be a positive int, got 0",
+         lambda c: rl_family("AntDirection", mujoco_threads=0)),
     # configs (esmaml.config.load_config and the builders)
     Case("cfg-unknown-key", "config", "override iteration=5", ConfigError,
          "unknown key 'iteration'; did you mean 'iterations'",

@@ -30,7 +30,8 @@ class RLFamily(TaskFamily):
         env: a torch-native env name (``Navigation2D``, ``FourCorners``, ``SixCircles``,
             ``PointMassGoalVelocity``, ``MetaPendulum``, ``MetaCartPole``) or a MuJoCo meta-task
             (``HalfCheetahForwardBackward``, ``HalfCheetahGoalVelocity``, ``AntForwardBackward``,
-            ``AntDirection``; CPU, through gymnasium's vector API).
+            ``AntDirection``; on the CPU, stepped by MuJoCo's threaded batch, see
+            ``mujoco_backend``).
         env_params: constructor keywords of the environment.
         hidden: hidden widths of the policy (``()`` is the paper's linear policy).
         activation: hidden activation.
@@ -45,7 +46,16 @@ class RLFamily(TaskFamily):
             or ``reference`` (the google-research policy: ``tanh``, clipped by the env, He-normal
             init); see :class:`esmaml.rl.policies.MLPPolicy`.
         device: where torch-native environments run.
-        gym_chunk: sub-environments per gymnasium vector env (MuJoCo).
+        gym_chunk: sub-environments per gymnasium vector env (MuJoCo, gymnasium backend).
+        mujoco_backend: how the MuJoCo meta-tasks run: ``'batch'`` (default: all rollouts of
+            a loss call as rows of one :class:`envs.mujoco_batch.MujocoMetaBatch`, threaded,
+            gymnasium's physics bit for bit, see :mod:`esmaml.rl.rollout_mujoco`; with a CUDA
+            ``device``, MuJoCo Warp instead), ``'warp'`` (MuJoCo Warp on ``device``, the CPU
+            included, for development; needs the mujoco-warp package; unverified on a GPU, see
+            :mod:`envs.mujoco_warp`) or ``'gymnasium'`` (gymnasium's ``SyncVectorEnv`` in
+            chunks of ``gym_chunk``, CPU).
+        mujoco_threads: physics threads of the batch (default: the cores given to the
+            process, or to the Ray worker).
     """
 
     stochastic = True
@@ -64,6 +74,8 @@ class RLFamily(TaskFamily):
         device: str | torch.device = "cpu",
         gym_chunk: int = 16,
         parametrization: str = "scaled",
+        mujoco_backend: str = "batch",
+        mujoco_threads: int | None = None,
     ):
         import envs as env_registry
 
@@ -90,8 +102,30 @@ class RLFamily(TaskFamily):
                 raise ValueError(
                     f"env={env!r} is not a registered esmaml environment; valid: {', '.join(valid)}"
                 )
-            if self._device.type != "cpu":
-                raise ValueError(f"{name} runs through gymnasium on the CPU; use device='cpu'")
+            if mujoco_backend not in ("batch", "warp", "gymnasium"):
+                raise ValueError(
+                    f"mujoco_backend must be 'batch', 'warp' or 'gymnasium', got {mujoco_backend!r}"
+                )
+            if mujoco_threads is not None and (
+                isinstance(mujoco_threads, bool)
+                or not isinstance(mujoco_threads, int)
+                or mujoco_threads < 1
+            ):
+                raise ValueError(f"mujoco_threads must be a positive int, got {mujoco_threads!r}")
+            if mujoco_backend == "batch" and self._device.type == "cuda":
+                mujoco_backend = "warp"
+            if mujoco_backend == "warp":
+                from envs.mujoco_warp import _import_warp
+
+                _import_warp()  # a missing package is an error now, not at the first rollout
+            elif self._device.type != "cpu":
+                raise ValueError(
+                    f"mujoco_backend={mujoco_backend!r} runs on the CPU; use device='cpu', or "
+                    "device='cuda' for MuJoCo Warp"
+                )
+            self.mujoco_backend, self.mujoco_threads = mujoco_backend, mujoco_threads
+            self._mujoco_batch: Any = None
+            self._warp_batches: dict[int, Any] = {}
             import gymnasium
 
             self.gym_id = mujoco_ids[name]
@@ -233,6 +267,8 @@ class RLFamily(TaskFamily):
             if generator is not None
             else 0
         )
+        if self.mujoco_backend in ("batch", "warp"):
+            return self._rollout_mujoco_batch(params, task_list, ids, seed)
         return rollout_gym(
             lambda k: gymnasium.make_vec(
                 self.gym_id,
@@ -248,6 +284,43 @@ class RLFamily(TaskFamily):
             horizon=self.horizon,
             normalize=self.normalizer,
             chunk=self.gym_chunk,
+            seeds=[seed + int(i) for i in ids.tolist()],
+        )
+
+    def _rollout_mujoco_batch(
+        self, params: Tensor, task_list: list[dict[str, Any]], ids: Tensor, seed: int
+    ) -> RolloutResult:
+        """The MuJoCo rollouts as rows of one batch (same seeds as rollout_gym)."""
+        from esmaml.rl.rollout_mujoco import rollout_mujoco, rollout_mujoco_warp
+
+        rows = params.shape[0] * self.episodes
+        # gymnasium.make's TimeLimit argument is the horizon's business here.
+        kwargs = {k: v for k, v in self.gym_params.items() if k != "max_episode_steps"}
+        if self.mujoco_backend == "warp":
+            from envs.mujoco_warp import MujocoWarpMetaBatch
+
+            # one set of worlds per call size (ES-MAML makes a few): all worlds always step
+            batch = self._warp_batches.get(rows)
+            if batch is None:
+                batch = MujocoWarpMetaBatch(self.gym_id, rows, device=self._device, **kwargs)
+                self._warp_batches[rows] = batch
+            run = rollout_mujoco_warp
+        else:
+            from envs.mujoco_batch import MujocoMetaBatch
+
+            if self._mujoco_batch is None or self._mujoco_batch.num_sims < rows:
+                self._mujoco_batch = MujocoMetaBatch(
+                    self.gym_id, rows, threads=self.mujoco_threads, **kwargs
+                )
+            batch, run = self._mujoco_batch, rollout_mujoco
+        return run(
+            batch,
+            self.policy,
+            params,
+            [task_list[i] for i in ids.tolist()],
+            episodes=self.episodes,
+            horizon=min(self.horizon, int(self.gym_params["max_episode_steps"])),
+            normalize=self.normalizer,
             seeds=[seed + int(i) for i in ids.tolist()],
         )
 
