@@ -237,8 +237,12 @@ def sweep(
 ) -> list[Row]:
     """Run (or finish) the sweep, write ``out/sweep.json`` and ``out/sweep.md``, return rows."""
     trials = plan(config, seeds, overrides, out)
-    codes = run_trials(config, trials, jobs=jobs, address=address, group=out.name)
-    failed = [t for t, code in zip(trials, codes) if code != 0]
+    # Finished trials are skipped here, so a complete sweep starts no Ray cluster at all.
+    pending = [t for t in trials if not (t.run_dir / "summary.json").is_file()]
+    codes = (
+        run_trials(config, pending, jobs=jobs, address=address, group=out.name) if pending else []
+    )
+    failed = [t for t, code in zip(pending, codes) if code != 0]
     if failed:
         raise ConfigError(
             f"{len(failed)} of {len(trials)} trials failed (first: {failed[0].label} seed "

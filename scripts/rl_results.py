@@ -272,14 +272,14 @@ def summary_row(name: str, records: list[dict[str, Any]]) -> str:
     return (
         f"| {name} | {len(records)} | {iterations} | {steps / 1e6:.1f}M | {wall:.0f} s | "
         f"{level(initial)} | {level(final)} | {fmt(*t_interval(gains(records)))} | "
-        f"{verdict(records)} |"
+        f"{', '.join(f'{g:+.0f}' for g in gains(records))} | {verdict(records)} |"
     )
 
 
 HEADER = (
     "| experiment | seeds | iterations | env steps / run | wall / run | post return, "
-    "iteration 0 | post return, last | gain (last - 0) | verdict |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    "iteration 0 | post return, last | gain (last - 0) | gain per seed | verdict |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 )
 
 
