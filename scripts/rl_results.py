@@ -60,6 +60,7 @@ class Experiment:
 
 
 LEGACY = "task.params.normalize_observations=legacy"
+REFERENCE_NORM = "task.params.normalize_observations=reference"
 OFF = "task.params.normalize_observations=false"
 SCALED = "task.params.parametrization=scaled"
 EXPERIMENTS = [
@@ -70,6 +71,9 @@ EXPERIMENTS = [
     # Normaliser ablation: preserving (the shipped default) against legacy and off.
     Experiment("nav2d_es_legacy_norm", "configs/nav2d_es.yaml", (LEGACY,), "Navigation2D, ES"),
     Experiment("nav2d_es_no_norm", "configs/nav2d_es.yaml", (OFF,), "Navigation2D, ES"),
+    Experiment(
+        "nav2d_es_reference_norm", "configs/nav2d_es.yaml", (REFERENCE_NORM,), "Navigation2D, ES"
+    ),
     Experiment(
         "four_corners_hc_legacy_norm", "configs/four_corners_hc.yaml", (LEGACY,), "FourCorners, HC"
     ),

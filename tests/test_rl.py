@@ -779,3 +779,17 @@ def test_first_order_meta_directions_do_not_reuse_the_adaptation_stream(
         predicted = -2 * torch.log1p(-((angle / torch.pi + 1) / 2))
         deviations.append(float((flat[0] ** 2 + flat[8] ** 2 - predicted).abs()))
     assert max(deviations) > 0.1  # with the shared stream: below 1e-5 for every seed
+
+
+def test_reference_normalizer_learns_from_queries_and_leaves_theta() -> None:
+    """normalize_observations=reference: the google-research code's normaliser, statistics of
+    the query rollouts only, theta untouched when they move (its function changes)."""
+    family, tasks, params, ids = nav_family(normalize_observations="reference")
+    family.loss(params, tasks, ids, phase="adapt")
+    assert float(family.normalizer.pending.count) == 0
+    before = family.loss(params, tasks, ids, phase="query")
+    assert float(family.normalizer.pending.count) > 0
+    assert torch.equal(family.end_iteration(params), params)
+    assert not torch.equal(family.loss(params, tasks, ids), before)
+    with pytest.raises(ValueError, match="normalize_observations='sometimes' is not valid"):
+        RLFamily("Navigation2D", normalize_observations="sometimes")

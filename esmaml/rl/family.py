@@ -40,8 +40,9 @@ class RLFamily(TaskFamily):
             ``max_episode_steps`` unless ``env_params`` sets one.
         normalize_observations: running observation normalisation: ``true`` (or
             ``preserving``) learns the statistics from the query rollouts of training and keeps
-            the policy's function when they move; ``legacy`` learns them from every rollout and
-            leaves theta as it is (esmaml's old behaviour, for ablations); ``false`` is off.
+            the policy's function when they move; ``reference`` learns them the same way and
+            leaves theta as it is (the google-research code); ``legacy`` learns them from every
+            rollout and leaves theta as it is (esmaml's old behaviour); ``false`` is off.
         parametrization: ``scaled`` (``scale * tanh`` onto the action box, zero output layer)
             or ``reference`` (the google-research policy: ``tanh``, clipped by the env, He-normal
             init); see :class:`esmaml.rl.policies.MLPPolicy`.
@@ -157,11 +158,16 @@ class RLFamily(TaskFamily):
             self.gym_params.setdefault("max_episode_steps", self.horizon)
         self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high, parametrization)
         self.num_params = self.policy.num_params
-        modes = {True: "preserving", "preserving": "preserving", "legacy": "legacy"}
+        modes = {
+            True: "preserving",
+            "preserving": "preserving",
+            "reference": "reference",
+            "legacy": "legacy",
+        }
         if normalize_observations not in (False, *modes):
             raise ValueError(
                 f"normalize_observations={normalize_observations!r} is not valid; valid: true "
-                "(preserving), false, preserving, legacy"
+                "(preserving), false, preserving, reference, legacy"
             )
         self.normalizer = ObservationNormalizer(
             obs_dim,
@@ -331,7 +337,7 @@ class RLFamily(TaskFamily):
         before = self.normalizer.affine()
         self.normalizer.commit()
         after = self.normalizer.affine()
-        if not moved or self.normalizer.mode == "legacy" or after is None:
+        if not moved or self.normalizer.mode != "preserving" or after is None:
             return params
         if before is None:  # the identity transform until the first statistics
             before = (torch.zeros_like(after[0]), torch.ones_like(after[1]))

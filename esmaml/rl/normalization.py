@@ -12,6 +12,8 @@ in. Two modes:
   function (:meth:`esmaml.rl.policies.MLPPolicy.rebase_input`). Without that, a meta-policy that
   shrinks the state spread shrinks the running std, the normaliser rescales its inputs, and
   the policy executed is no longer the one whose gradient was estimated.
+- ``reference``: the same statistics and transform, theta left as it is when they move (the
+  google-research code exactly: its policy's function changes between iterations).
 - ``legacy``: every rollout's observations, ``(s - mean) / sqrt(var + eps)`` clipped to
   +-clip, and theta left as it is when the statistics move (esmaml before the fix; kept for the
   ablation in results/rl.md).
@@ -76,7 +78,7 @@ class RunningStats:
         return cls(*(state[key].to(device).clone() for key in ("count", "mean", "m2")))
 
 
-NORMALIZER_MODES: tuple[str, ...] = ("preserving", "legacy")
+NORMALIZER_MODES: tuple[str, ...] = ("preserving", "reference", "legacy")
 
 
 class ObservationNormalizer:
