@@ -80,6 +80,12 @@ EXPERIMENTS = [
     Experiment(
         "four_corners_hc_no_norm", "configs/four_corners_hc.yaml", (OFF,), "FourCorners, HC"
     ),
+    Experiment(
+        "four_corners_hc_reference_norm",
+        "configs/four_corners_hc.yaml",
+        (REFERENCE_NORM,),
+        "FourCorners, HC",
+    ),
     # Policy ablation: esmaml's old scaled policy against the reference's.
     Experiment("nav2d_es_scaled_policy", "configs/nav2d_es.yaml", (SCALED,), "Navigation2D, ES"),
     Experiment(
@@ -94,10 +100,18 @@ EXPERIMENTS = [
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 MAIN = ["nav2d_es", "four_corners_hc", "six_circles_hc"]
 NORMALISER = [
-    ("Navigation2D, ES-gradient", ["nav2d_es", "nav2d_es_legacy_norm", "nav2d_es_no_norm"]),
+    (
+        "Navigation2D, ES-gradient",
+        ["nav2d_es", "nav2d_es_reference_norm", "nav2d_es_legacy_norm", "nav2d_es_no_norm"],
+    ),
     (
         "FourCorners, hill climbing",
-        ["four_corners_hc", "four_corners_hc_legacy_norm", "four_corners_hc_no_norm"],
+        [
+            "four_corners_hc",
+            "four_corners_hc_reference_norm",
+            "four_corners_hc_legacy_norm",
+            "four_corners_hc_no_norm",
+        ],
     ),
 ]
 POLICY = [
@@ -107,6 +121,7 @@ POLICY = [
 VARIANT = {
     "": "preserving normaliser, reference policy (shipped)",
     "legacy_norm": "legacy normaliser (all rollouts, theta not rebased)",
+    "reference_norm": "reference normaliser (query rollouts, theta not rebased)",
     "no_norm": "no normaliser",
     "scaled_policy": "scaled policy (0.1 tanh, zero output layer)",
 }
@@ -378,7 +393,9 @@ def render(data: dict[str, list[dict[str, Any]]], out: Path) -> None:
             lines.append(f"| {name} | {start:.3f} → {end:.3f} |")
     lines += [
         "",
-        caption(norm_records, "Table 2. Normaliser: preserving (shipped) vs legacy vs off."),
+        caption(
+            norm_records, "Table 2. Normaliser: preserving (shipped) vs reference vs legacy vs off."
+        ),
         "",
     ]
     plot(NORMALISER, data, out / "rl_normaliser.png", "Normaliser ablation")
