@@ -610,3 +610,37 @@ def test_load_optimizer_state_keeps_the_configured_hyperparameters() -> None:
     assert fresh.param_groups[0]["lr"] == 0.01 and fresh.param_groups[0]["betas"] == (0.9, 0.999)
     for key, value in trained.state[param].items():
         torch.testing.assert_close(fresh.state[param][key], value, rtol=0, atol=0)
+
+
+def test_es_maml_ask_evaluate_tell_is_step() -> None:
+    """The explicit ask / evaluate / tell loop is exactly ``step``: the population comes from
+    its seed (the evaluators' own function), and tell applies the estimate once."""
+    from esmaml.adaptation import ESGradientAdaptation
+    from esmaml.evaluators import regenerate_population
+    from esmaml.meta import ESMAML
+    from esmaml.tasks.sine import SineRegression
+
+    family = SineRegression(shots=5, query_shots=5, hidden=(8,))
+    tasks = family.sample_tasks(4, generator=torch.Generator().manual_seed(0))
+
+    def learner() -> ESMAML:
+        return ESMAML(
+            family,
+            ESGradientAdaptation(num_queries=4, sigma=0.05, step_size=0.01),
+            num_perturbations=4,
+            sigma=0.05,
+            generator=torch.Generator().manual_seed(3),
+        )
+
+    stepped, manual = learner(), learner()
+    stepped.step(tasks)
+    population = manual.ask()
+    assert torch.equal(
+        population.members,
+        regenerate_population(manual.theta.detach(), population.seed, manual.spec),
+    )
+    fitness = manual.evaluate(population, tasks)
+    assert fitness.values.shape == (8,) and fitness.pivots is None  # antithetic: no pivots
+    metrics = manual.tell(population, fitness)
+    assert torch.equal(manual.parameters_flat(), stepped.parameters_flat())
+    assert metrics["queries"] == 8 * (4 + 1)

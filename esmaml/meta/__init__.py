@@ -1,7 +1,7 @@
 """Meta-learners: zero-order ES-MAML, first-order ES-MAML, and the learn2learn MAML baseline."""
 
-from esmaml.meta.base import Evaluation, MetaLearner, evaluate_adaptation
-from esmaml.meta.es_maml import ESMAML
+from esmaml.meta.base import Evaluation, MetaLearner, evaluate_adaptation, guarded_step
+from esmaml.meta.es_maml import ESMAML, Fitness, Population
 from esmaml.meta.first_order import FirstOrderESMAML
 from esmaml.meta.l2l_maml import L2LMAML
 
@@ -10,6 +10,9 @@ __all__ = [
     "L2LMAML",
     "Evaluation",
     "FirstOrderESMAML",
+    "Fitness",
     "MetaLearner",
+    "Population",
     "evaluate_adaptation",
+    "guarded_step",
 ]
