@@ -252,7 +252,10 @@ def code_line(records: list[dict[str, Any]]) -> str:
     states = {(r["provenance"]["commit"], r["provenance"]["dirty"]) for r in records}
     parts = []
     for commit, dirty in sorted(states):
-        names = [r["name"] for r in records if r["provenance"]["commit"] == commit]
+        # One name per experiment, however many seeds it ran.
+        names = list(
+            dict.fromkeys(r["name"] for r in records if r["provenance"]["commit"] == commit)
+        )
         tree = "uncommitted changes" if dirty else "clean tree"
         who = "" if len(states) == 1 else f" ({', '.join(names)})"
         parts.append(f"commit `{commit[:12]}` ({tree}){who}")

@@ -322,8 +322,8 @@ def plot(groups: list[tuple[str, list[str]]], data: dict, out: Path, title: str)
             mean = y.mean(0)
             n = y.shape[0]
             half = stats.t.ppf(0.975, n - 1) * y.std(0, ddof=1) / np.sqrt(n) if n > 1 else 0 * mean
-            variant = name.split("_", 2)[-1] if name not in MAIN else ""
-            label = VARIANT.get(variant, name) if name not in MAIN else name
+            base = next((m for m in MAIN if name.startswith(m + "_")), name)
+            label = VARIANT.get(name[len(base) + 1 :], name)
             (line,) = ax.plot(x, mean, label=f"{label} (n={n})")
             ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
         ax.set_title(panel, fontsize="medium")
