@@ -86,6 +86,12 @@ EXPERIMENTS = [
         (REFERENCE_NORM,),
         "FourCorners, HC",
     ),
+    Experiment(
+        "six_circles_hc_reference_norm",
+        "configs/six_circles_hc.yaml",
+        (REFERENCE_NORM,),
+        "SixCircles, HC",
+    ),
     # Policy ablation: esmaml's old scaled policy against the reference's.
     Experiment("nav2d_es_scaled_policy", "configs/nav2d_es.yaml", (SCALED,), "Navigation2D, ES"),
     Experiment(
@@ -113,6 +119,7 @@ NORMALISER = [
             "four_corners_hc_no_norm",
         ],
     ),
+    ("SixCircles, hill climbing", ["six_circles_hc", "six_circles_hc_reference_norm"]),
 ]
 POLICY = [
     ("Navigation2D, ES-gradient", ["nav2d_es", "nav2d_es_scaled_policy"]),
