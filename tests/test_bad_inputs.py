@@ -128,9 +128,6 @@ class Case:
     error: type[BaseException]
     match: str
     call: Callable[[Context], Any]
-    # Set while the check belongs to code another change is rewriting: the row is a strict
-    # xfail (it fails loudly once the check exists) and the table shows the expected error.
-    pending: str | None = None
 
 
 # -- helpers that the rows call ----------------------------------------------------------------
@@ -816,16 +813,8 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Context:
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(
-            case,
-            id=case.id,
-            marks=[pytest.mark.xfail(strict=True, reason=f"ES-MAML rewrite: {case.pending}")]
-            if case.pending
-            else [],
-        )
-        for case in CASES
-    ],
+    CASES,
+    ids=[case.id for case in CASES],
 )
 def test_bad_input(case: Case, context: Context) -> None:
     with pytest.raises(case.error, match=re.escape(case.match)) as raised:
@@ -872,8 +861,6 @@ def _table(context: Context) -> Iterator[str]:
                 "pid <pid> on host <host>, since <time>",
                 message,
             )
-        if case.pending:  # the table documents the error the pending check must raise
-            error_name, message = f"{case.error.__name__} (pending)", _excerpt(case.pending)
         if case.error is CLIExit:
             error_name = "exit status 2"
         what = case.input.replace("|", "\\|")
@@ -898,9 +885,6 @@ Conventions the rows show: a wrong *type* raises `TypeError`, a wrong *value* `V
 field `KeyError`, non-finite numbers `FloatingPointError`, an unreadable checkpoint
 `CheckpointError` naming the file; messages name the argument, echo the bad value and say what
 would be valid.
-
-A row marked *(pending)* documents the error that code being rewritten (ES-MAML) must raise; its
-test is a strict xfail until then.
 
 The run directory's own guarantees are tested with real processes in `tests/test_run_dir.py`: a
 second `esmaml train` on a run directory that is being written exits 2 naming the writer's pid
