@@ -66,6 +66,18 @@ def _all_finite_cpu(t: Tensor) -> bool:
         return bool(torch.isfinite(t).all())
 
 
+def _require_finite(t: Tensor, message: str) -> None:
+    """ValueError(message) when ``t`` holds NaN or inf: checked on the CPU at once, on an
+    accelerator asynchronously (no host sync per step); skipped inside torch.func transforms."""
+    if _is_functorch_tensor(t):
+        return
+    if t.device.type == "cpu":
+        if not _all_finite_cpu(t):
+            raise ValueError(message)
+    else:
+        torch._assert_async(torch.isfinite(t).all(), message)
+
+
 class BatchedMetaEnv(abc.ABC):
     """Abstract batched meta-RL environment (see the module docstring for the contract).
 
@@ -261,19 +273,11 @@ class BatchedMetaEnv(abc.ABC):
         """A NaN or inf task parameter (a goal, a velocity) would make every reward NaN; checked
         once per reset, not per step."""
         for key in self.task_keys:
-            value = task[key]
-            if _is_functorch_tensor(value):
-                continue
-            if value.device.type == "cpu":
-                if not _all_finite_cpu(value):
-                    raise ValueError(
-                        f"task[{key!r}] contains NaN or inf values ({self.name}); every task "
-                        "parameter must be finite"
-                    )
-            else:
-                torch._assert_async(
-                    torch.isfinite(value).all(), f"{self.name}: task[{key!r}] contains NaN or inf"
-                )
+            _require_finite(
+                task[key],
+                f"task[{key!r}] contains NaN or inf values ({self.name}); every task parameter "
+                "must be finite",
+            )
 
     def _check_action(self, action: Any, ref: Tensor, batch_shape: torch.Size) -> None:
         if not isinstance(action, Tensor):
@@ -294,17 +298,12 @@ class BatchedMetaEnv(abc.ABC):
                 f"action has shape {tuple(action.shape)}, expected {expected} "
                 f"(batch shape {tuple(batch_shape)} + action_dim {self.action_dim})"
             )
-        if self.check_finite and not _is_functorch_tensor(action):
-            if action.device.type == "cpu":
-                if not _all_finite_cpu(action):
-                    raise ValueError(
-                        f"action contains NaN or inf values ({self.name}.step); "
-                        "set check_finite=False to skip this check"
-                    )
-            else:
-                torch._assert_async(
-                    torch.isfinite(action).all(), f"{self.name}.step: action contains NaN or inf"
-                )
+        if self.check_finite:
+            _require_finite(
+                action,
+                f"action contains NaN or inf values ({self.name}.step); set check_finite=False "
+                "to skip this check",
+            )
 
     # ------------------------------------------------------------------------ subclass API
     @abc.abstractmethod

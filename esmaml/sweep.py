@@ -65,8 +65,8 @@ def _split_values(text: str) -> list[str]:
     """``v1,v2`` -> values, keeping commas inside brackets (``[32,32],[]`` -> two lists)."""
     values, depth, current = [], 0, ""
     for char in text:
-        depth += (char in "[{(" and 1) or 0
-        depth -= (char in "]})" and 1) or 0
+        depth += char in "[{("
+        depth -= char in "]})"
         if char == "," and depth == 0:
             values.append(current)
             current = ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -98,11 +97,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_provenance() -> dict[str, Any]:
     """What every run of one ``--run`` shares: the code's commit and state, the script's
     command, the machine. Exits if esmaml would not import from this checkout."""
@@ -132,14 +126,16 @@ def train(run: RunSpec) -> dict[str, Any]:
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **ENV, "PYTHONPATH": pythonpath}
     print(f"[{run.name}] {command}", flush=True)
-    started, load_before = now(), os.getloadavg()
-    cpu_before, clock = children_cpu(), time.perf_counter()
+    started, load_before, clock = now(), os.getloadavg(), time.perf_counter()
     log = run.run_dir.parent / f"{run.name}.log"
     with log.open("w") as out:
-        process = subprocess.run(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wall, cpu = time.perf_counter() - clock, children_cpu() - cpu_before
-    if process.returncode != 0:
-        sys.exit(f"[{run.name}] failed with exit code {process.returncode}; see {log}")
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # This child's own CPU time, also when several runs train at once.
+        _, status, usage = os.wait4(process.pid, 0)
+    wall, cpu = time.perf_counter() - clock, usage.ru_utime + usage.ru_stime
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"[{run.name}] failed with exit code {code}; see {log}")
     timing = {
         "argv": argv,
         "env": {**ENV, "PYTHONPATH": pythonpath},

@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import shlex
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import results_runs
-from results_runs import ENV, ROOT, code_line, now, run_provenance
+from results_runs import ENV, ROOT, code_line, run_provenance
+
+from esmaml.sweep import Interval, seed_interval
 
 RUNS = ROOT / "runs" / "rl"  # git-ignored scratch: run dirs with checkpoints
 RESULTS = ROOT / "results"
@@ -49,7 +47,6 @@ class Experiment:
     name: str
     config: str
     overrides: tuple[str, ...] = ()
-    label: str = ""
     seeds: tuple[int, ...] = field(default=SEEDS)
 
     def command(self, seed: int, extra: tuple[str, ...] = ()) -> str:
@@ -65,43 +62,34 @@ OFF = "task.params.normalize_observations=false"
 SCALED = "task.params.parametrization=scaled"
 EXPERIMENTS = [
     # The acceptance configs, as shipped.
-    Experiment("nav2d_es", "configs/nav2d_es.yaml", label="Navigation2D, ES-gradient"),
-    Experiment("four_corners_hc", "configs/four_corners_hc.yaml", label="FourCorners, HC"),
-    Experiment("six_circles_hc", "configs/six_circles_hc.yaml", label="SixCircles, HC"),
+    Experiment("nav2d_es", "configs/nav2d_es.yaml"),
+    Experiment("four_corners_hc", "configs/four_corners_hc.yaml"),
+    Experiment("six_circles_hc", "configs/six_circles_hc.yaml"),
     # Normaliser ablation: preserving (the shipped default) against legacy and off.
-    Experiment("nav2d_es_legacy_norm", "configs/nav2d_es.yaml", (LEGACY,), "Navigation2D, ES"),
-    Experiment("nav2d_es_no_norm", "configs/nav2d_es.yaml", (OFF,), "Navigation2D, ES"),
-    Experiment(
-        "nav2d_es_reference_norm", "configs/nav2d_es.yaml", (REFERENCE_NORM,), "Navigation2D, ES"
-    ),
-    Experiment(
-        "four_corners_hc_legacy_norm", "configs/four_corners_hc.yaml", (LEGACY,), "FourCorners, HC"
-    ),
-    Experiment(
-        "four_corners_hc_no_norm", "configs/four_corners_hc.yaml", (OFF,), "FourCorners, HC"
-    ),
+    Experiment("nav2d_es_legacy_norm", "configs/nav2d_es.yaml", (LEGACY,)),
+    Experiment("nav2d_es_no_norm", "configs/nav2d_es.yaml", (OFF,)),
+    Experiment("nav2d_es_reference_norm", "configs/nav2d_es.yaml", (REFERENCE_NORM,)),
+    Experiment("four_corners_hc_legacy_norm", "configs/four_corners_hc.yaml", (LEGACY,)),
+    Experiment("four_corners_hc_no_norm", "configs/four_corners_hc.yaml", (OFF,)),
     Experiment(
         "four_corners_hc_reference_norm",
         "configs/four_corners_hc.yaml",
         (REFERENCE_NORM,),
-        "FourCorners, HC",
     ),
     Experiment(
         "six_circles_hc_reference_norm",
         "configs/six_circles_hc.yaml",
         (REFERENCE_NORM,),
-        "SixCircles, HC",
     ),
     # Policy ablation: esmaml's old scaled policy against the reference's.
-    Experiment("nav2d_es_scaled_policy", "configs/nav2d_es.yaml", (SCALED,), "Navigation2D, ES"),
+    Experiment("nav2d_es_scaled_policy", "configs/nav2d_es.yaml", (SCALED,)),
     Experiment(
         "four_corners_hc_scaled_policy",
         "configs/four_corners_hc.yaml",
         (SCALED,),
-        "FourCorners, HC",
     ),
     # MuJoCo on the batched, threaded path (the default backend).
-    Experiment("halfcheetah_fb_es", "configs/halfcheetah_fb_es.yaml", label="HalfCheetah FB, ES"),
+    Experiment("halfcheetah_fb_es", "configs/halfcheetah_fb_es.yaml"),
 ]
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 MAIN = ["nav2d_es", "four_corners_hc", "six_circles_hc"]
@@ -139,38 +127,24 @@ VARIANT = {
 # ---------------------------------------------------------------------------------------------
 
 
-def train_one(experiment: Experiment, seed: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One ``esmaml train`` in a fresh run dir; its wall and CPU seconds (``os.wait4``)."""
-    command = experiment.command(seed, extra)
-    run_dir = RUNS / f"{experiment.name}-s{seed}"
-    if run_dir.exists():
-        import shutil
+@dataclass(frozen=True)
+class Trial:
+    """One (experiment, seed) as :func:`results_runs.train` runs it."""
 
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(Path(sys.executable).parent / "esmaml"), *shlex.split(command)[3:]]
-    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, **ENV, "PYTHONPATH": pythonpath}
-    print(f"[{experiment.name} seed {seed}] {command}", flush=True)
-    started, load_before, clock = now(), os.getloadavg(), time.perf_counter()
-    with (run_dir.parent / f"{experiment.name}-s{seed}.log").open("w") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{experiment.name} seed {seed} failed with exit code {code}")
-    wall = time.perf_counter() - clock
-    print(f"[{experiment.name} seed {seed}] done in {wall:.0f} s", flush=True)
-    return {
-        "command": command,
-        "run_dir": str(run_dir.relative_to(ROOT)),
-        "started": started,
-        "finished": now(),
-        "process_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "load_before": list(load_before),
-        "load_after": list(os.getloadavg()),
-    }
+    name: str
+    config: str
+    command: str
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / self.name
+
+
+def train_one(experiment: Experiment, seed: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One ``esmaml train`` in a fresh run dir; its command, run dir and timing."""
+    trial = Trial(f"{experiment.name}-s{seed}", experiment.config, experiment.command(seed, extra))
+    timing = results_runs.train(trial)
+    return {**timing, "command": trial.command, "run_dir": str(trial.run_dir.relative_to(ROOT))}
 
 
 def collect(experiment: Experiment, seed: int, timing: dict[str, Any], provenance: dict) -> dict:
@@ -236,31 +210,18 @@ def smoke(names: list[str] | None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the Student-t confidence interval of the mean of ``values`` (n - 1 dof)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
 def gains(records: list[dict[str, Any]]) -> list[float]:
     """Per seed: last evaluation's post-adaptation return minus the initial one's."""
     return [r["evals"]["post"][-1] - r["evals"]["post"][0] for r in records]
 
 
-def fmt(mean: float, low: float, high: float) -> str:
-    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
+def fmt(interval: Interval) -> str:
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
 
 
 def level(values: list[float]) -> str:
-    mean, low, high = t_interval(values)
-    return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+    interval = seed_interval(values)
+    return f"{interval.mean:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,10 +241,10 @@ def load_data(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def verdict(records: list[dict[str, Any]]) -> str:
-    _, low, high = t_interval(gains(records))
-    if low > 0:
+    interval = seed_interval(gains(records))
+    if interval.low > 0:
         return "learns (CI above 0)"
-    if high < 0:
+    if interval.high < 0:
         return "**worse** (CI below 0)"
     return "**not shown** (CI contains 0)"
 
@@ -297,7 +258,7 @@ def summary_row(name: str, records: list[dict[str, Any]]) -> str:
     final = [r["evals"]["post"][-1] for r in records]
     return (
         f"| {name} | {len(records)} | {iterations} | {steps / 1e6:.1f}M | {wall:.0f} s | "
-        f"{level(initial)} | {level(final)} | {fmt(*t_interval(gains(records)))} | "
+        f"{level(initial)} | {level(final)} | {fmt(seed_interval(gains(records)))} | "
         f"{', '.join(f'{g:+.0f}' for g in gains(records))} | {verdict(records)} |"
     )
 
@@ -315,7 +276,6 @@ def plot(groups: list[tuple[str, list[str]]], data: dict, out: Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from scipy import stats
 
     figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (panel, names) in zip(axes[0], groups):
@@ -326,13 +286,14 @@ def plot(groups: list[tuple[str, list[str]]], data: dict, out: Path, title: str)
             length = min(len(r["evals"]["post"]) for r in records)
             x = np.asarray(records[0]["evals"]["updates"][:length], dtype=float)
             y = np.asarray([r["evals"]["post"][:length] for r in records], dtype=float)
-            mean = y.mean(0)
+            intervals = [seed_interval(column.tolist()) for column in y.T]
+            mean = np.asarray([i.mean for i in intervals])
+            low, high = (np.asarray([getattr(i, b) for i in intervals]) for b in ("low", "high"))
             n = y.shape[0]
-            half = stats.t.ppf(0.975, n - 1) * y.std(0, ddof=1) / np.sqrt(n) if n > 1 else 0 * mean
             base = next((m for m in MAIN if name.startswith(m + "_")), name)
             label = VARIANT.get(name[len(base) + 1 :], name)
             (line,) = ax.plot(x, mean, label=f"{label} (n={n})")
-            ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
         ax.set_title(panel, fontsize="medium")
         ax.set_xlabel("meta-updates")
         ax.set_ylabel("held-out post-adaptation return")

@@ -55,4 +55,4 @@ def test_rl_results_smoke_runs_every_command(tmp_path: Path) -> None:
         timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "nav2d_es_no_norm seed 1] done" in completed.stdout
+    assert "[nav2d_es_no_norm-s1] done" in completed.stdout

@@ -164,7 +164,7 @@ def check_moments(distribution: object) -> None:
     try:
         mean = torch.as_tensor(distribution.mean, dtype=torch.float64)
         variance = torch.as_tensor(distribution.variance, dtype=torch.float64)
-    except NotImplementedError:
+    except NotImplementedError:  # a distribution without closed-form moments: like a sampler
         return
     if not (
         torch.allclose(mean, torch.zeros_like(mean), atol=1e-6)
