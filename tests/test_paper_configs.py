@@ -33,7 +33,7 @@ def test_paper_default_config_trains(name: str, tmp_path: Path) -> None:
     ]
     config = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
     assert config.task.params["parametrization"] == "reference"
-    assert config.task.params["normalize_observations"] is True
+    assert config.task.params["normalize_observations"] == "reference"
     summary = Trainer(config, tmp_path / "run").train()
     assert "eval_return_post_adaptation" in summary
 
