@@ -393,18 +393,32 @@ def test_save_keeps_a_valid_checkpoint_at_every_step(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# The CPU twin runs everywhere: the CUDA-only version went stale unnoticed (it predated the
+# iteration -1 row) until a GPU machine ran it.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", ["sine.yaml", "nav2d_smoke.yaml"])
-def test_cuda_run_resumes_and_evaluates_on_the_device(config: str, tmp_path: Path) -> None:
+def test_run_resumes_and_evaluates_on_the_device(config: str, device: str, tmp_path: Path) -> None:
     """Checkpoints load on the CPU; the task pools and normalisation statistics must go back to
     the device, or resuming and ``esmaml evaluate`` mix devices."""
     path = CONFIG.parent / config
-    overrides = ["device=cuda", "iterations=2", "checkpoint.every=1", "progress=false"]
+    overrides = [f"device={device}", "iterations=2", "checkpoint.every=1", "progress=false"]
     overrides += ["wandb.mode=disabled", "evaluation.every=2", "evaluation.num_tasks=4"]
     run_dir = tmp_path / "run"
     Trainer(load_config(path, overrides), run_dir).train()
     resumed = Trainer.resume(run_dir, ["iterations=3"])
     resumed.train()
     assert main(["evaluate", str(run_dir), "--num-tasks", "4"]) == 0
-    assert len(read_metrics(run_dir / "metrics.jsonl")) == 3
+    # The initial evaluation (iteration -1), then iterations 0, 1 and the resumed 2.
+    assert [row["iteration"] for row in read_metrics(run_dir / "metrics.jsonl")] == [-1, 0, 1, 2]

@@ -689,27 +689,43 @@ def test_es_maml_improves_held_out_post_adaptation_on_navigation(tmp_path: Path)
 
 
 # ---------------------------------------------------------------------------------- CUDA
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# Every CUDA test has a CPU twin that runs everywhere: the CUDA-only versions went stale
+# unnoticed (a changed signature, a new metrics row) until a GPU machine ran them.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("env", ["Navigation2D", "FourCorners", "SixCircles"])
-def test_cuda_loss_equals_cpu_loss(env: str) -> None:
+def test_device_loss_equals_cpu_loss(env: str, device: str) -> None:
     losses = {}
-    for device in ("cpu", "cuda"):
-        family = RLFamily(env, hidden=(16,), episodes=2, horizon=40, device=device)
+    for where in ("cpu", device):
+        family = RLFamily(env, hidden=(16,), episodes=2, horizon=40, device=where)
         tasks = family.sample_tasks(4, generator=torch.Generator().manual_seed(0))
-        assert tasks[next(iter(tasks))].device.type == device
+        assert tasks[next(iter(tasks))].device.type == where
         generator = torch.Generator().manual_seed(1)
         params = (0.5 * torch.randn(8, family.num_params, generator=generator)).double()
-        params = params.to(device)
-        ids = (torch.arange(8) % 4).to(device)
+        params = params.to(where)
+        ids = (torch.arange(8) % 4).to(where)
         first = family.loss(params, tasks, ids)
-        family.end_iteration()  # normalisation statistics from the first call
+        params = family.end_iteration(params)  # normalisation statistics from the first call
+        assert params.device.type == where
         second = family.loss(params, tasks, ids)
-        assert first.device.type == device and first.dtype == torch.float64
-        losses[device] = (first.cpu(), second.cpu(), family.env_steps)
-    torch.testing.assert_close(losses["cuda"][0], losses["cpu"][0], rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(losses["cuda"][1], losses["cpu"][1], rtol=1e-9, atol=1e-9)
-    assert losses["cuda"][2] == losses["cpu"][2]
+        assert first.device.type == where and first.dtype == torch.float64
+        assert torch.isfinite(first).all() and torch.isfinite(second).all()
+        losses[where] = (first.cpu(), second.cpu(), family.env_steps)
+    assert losses["cpu"][2] > 0
+    torch.testing.assert_close(losses[device][0], losses["cpu"][0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(losses[device][1], losses["cpu"][1], rtol=1e-9, atol=1e-9)
+    assert losses[device][2] == losses["cpu"][2]
 
 
 def test_hill_climbing_average_mode_gives_each_evaluation_its_own_rollouts() -> None:
