@@ -28,11 +28,13 @@ OPERATORS: dict[str, str] = {
     "hill_climbing": "esmaml.adaptation.hill_climbing:HillClimbingAdaptation",
     "gradient_descent": "esmaml.adaptation.gradient_descent:GradientDescentAdaptation",
     "identity": "esmaml.adaptation.gradient_descent:IdentityAdaptation",
+    "policy_gradient": "esmaml.adaptation.policy_gradient:PolicyGradientAdaptation",
 }
 ALGORITHMS: dict[str, str] = {
     "es_maml": "esmaml.meta.es_maml:ESMAML",
     "first_order": "esmaml.meta.first_order:FirstOrderESMAML",
     "l2l_maml": "esmaml.meta.l2l_maml:L2LMAML",
+    "pg_maml": "esmaml.meta.pg_maml:PGMAML",
 }
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
