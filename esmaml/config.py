@@ -354,9 +354,16 @@ def check_params(
 def _refuse_unknown(where: str, owner: str, unknown: list[str], accepted: list[str]) -> None:
     """One unknown key near a valid one is a typo; several, or one with no near match, are
     options of the component this section held before an override switched it."""
-    if len(unknown) == 1 and difflib.get_close_matches(unknown[0], accepted, n=1, cutoff=0.5):
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{_near(unknown[0], accepted)}")
     section = where.rpartition(".")[0]
+    if len(unknown) == 1:
+        key = unknown[0]
+        hint = ""
+        if not difflib.get_close_matches(key, accepted, n=1, cutoff=0.5):
+            hint = (
+                f". If it is an option of the {section} component an override replaced, remove "
+                f"it or reset the section with the override {where}={{}}"
+            )
+        raise ConfigError(f"{where}: unknown key {key!r}{_near(key, accepted)}{hint}")
     takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no options"
     raise ConfigError(
         f"{where}: {owner} does not take {', '.join(repr(k) for k in unknown)} (options of "
