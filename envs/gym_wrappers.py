@@ -313,8 +313,8 @@ class BatchedMetaVectorEnv(VectorEnv):
       such as ``NormalizeObservation`` require): the step after a finished one ignores the
       action, resets the sub-env and returns reward 0 with terminated = truncated = False;
       mask those steps out of returns.
-    * ``SAME_STEP`` (what esmaml's rollouts use): a sub-env that terminates or truncates is reset inside the same
-      ``step``: the returned observation is the first of the new episode while
+    * ``SAME_STEP`` (what esmaml's rollouts use): a sub-env that terminates or truncates is
+      reset inside the same ``step``: the returned observation is the first of the new episode while
       reward/terminated/truncated belong to the finished step, and ``info['final_obs']`` holds
       the last observation. Unlike gymnasium's object array with ``None`` entries,
       ``final_obs`` is a dense ``[num_envs, obs_dim]`` array, valid where
