@@ -295,24 +295,25 @@ class BatchedMetaEnv(abc.ABC):
         """What a subclass's ``method`` returned: a floating tensor of ``expected`` shape, and
         finite when ``check_finite`` (metadata on every call; values as the actions are)."""
         where = f"{self.name}.{method}"
+        what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
         if not isinstance(value, Tensor):
             raise TypeError(
-                f"{where} must return the {what} as a tensor, got {type(value).__name__}"
+                f"{where} must return {what} as a tensor, got {type(value).__name__}"
             )
         if not value.is_floating_point():
             raise TypeError(
-                f"{where} returned a {what} of dtype {value.dtype}; it must be floating"
+                f"{where} returned {what} of dtype {value.dtype}; it must be floating"
             )
         if tuple(value.shape) != expected:
-            detail = f"observation_dim {self.observation_dim}" if what == "observation" else ""
+            detail = f"observation_dim {self.observation_dim}" if "observation" in what else ""
             raise ValueError(
-                f"{where} returned a {what} of shape {tuple(value.shape)}, expected {expected}"
+                f"{where} returned {what} of shape {tuple(value.shape)}, expected {expected}"
                 + (f" (batch shape + {detail})" if detail else " (the batch shape)")
             )
         if self.check_finite:
             _require_finite(
                 value,
-                f"{where} returned a {what} with NaN or inf values; set check_finite=False to "
+                f"{where} returned {what} with NaN or inf values; set check_finite=False to "
                 "skip this check",
             )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -35,6 +35,7 @@ class Progress:
         *,
         stream: TextIO | None = None,
         interval_s: float = LINE_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.stream = stream if stream is not None else sys.stderr
         self.total, self.initial, self.n, self.name = total, initial, initial, name
@@ -51,7 +52,8 @@ class Progress:
                 dynamic_ncols=True,
                 file=self.stream,
             )
-        self.started = self.last_line = time.monotonic()
+        self.clock = clock
+        self.started = self.last_line = clock()
         self.postfix: dict[str, str] = {}
         self._next_mark = self._mark_after(initial)
 
@@ -69,7 +71,7 @@ class Progress:
             self.bar.set_postfix(self.postfix, refresh=False)
             self.bar.update(1)
         elif self.enabled:
-            now = time.monotonic()
+            now = self.clock()
             if (
                 self.n >= self._next_mark
                 or self.n >= self.total

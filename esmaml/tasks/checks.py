@@ -19,10 +19,6 @@ from torch import Tensor
 LossFunction = Callable[..., Tensor]
 
 
-class LossOutputError(ValueError):
-    """A family's ``loss`` returned something other than one real loss per model."""
-
-
 def expected_loss_shape(params: Any, task_ids: Any) -> torch.Size | None:
     """``[*B]`` for ``params [*B, D]`` and ``task_ids`` broadcastable to ``[*B]``; None when
     the inputs themselves are malformed (the family reports those)."""
@@ -49,7 +45,7 @@ def check_loss_output(owner: str, value: Any, params: Any, task_ids: Any) -> Ten
         raise TypeError(f"{where} must return a floating tensor, got dtype {value.dtype}")
     expected = expected_loss_shape(params, task_ids)
     if expected is not None and value.shape != expected:
-        raise LossOutputError(
+        raise ValueError(
             f"{where} returned shape {tuple(value.shape)}, expected {tuple(expected)}: one loss "
             f"per model of params {tuple(params.shape)} (the batch dims before D); reduce over "
             "examples or episodes inside loss (e.g. .mean(-1))"
