@@ -292,30 +292,30 @@ class BatchedMetaEnv(abc.ABC):
             )
 
     def _check_output(self, value: Any, method: str, what: str, expected: tuple[int, ...]) -> None:
-        """What a subclass's ``method`` returned: a floating tensor of ``expected`` shape, and
-        finite when ``check_finite`` (metadata on every call; values as the actions are)."""
+        """What a subclass's ``method`` returned: a floating tensor of ``expected`` shape
+        (metadata, every call), and finite on the first call of each method when
+        ``check_finite``: a value pass every step would cost as much as the action check again,
+        and a loss that turns NaN later is caught by the meta-learner's NaN policy."""
         where = f"{self.name}.{method}"
         what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
         if not isinstance(value, Tensor):
-            raise TypeError(
-                f"{where} must return {what} as a tensor, got {type(value).__name__}"
-            )
+            raise TypeError(f"{where} must return {what} as a tensor, got {type(value).__name__}")
         if not value.is_floating_point():
-            raise TypeError(
-                f"{where} returned {what} of dtype {value.dtype}; it must be floating"
-            )
+            raise TypeError(f"{where} returned {what} of dtype {value.dtype}; it must be floating")
         if tuple(value.shape) != expected:
             detail = f"observation_dim {self.observation_dim}" if "observation" in what else ""
             raise ValueError(
                 f"{where} returned {what} of shape {tuple(value.shape)}, expected {expected}"
                 + (f" (batch shape + {detail})" if detail else " (the batch shape)")
             )
-        if self.check_finite:
+        checked = self.__dict__.setdefault("_finite_checked", set())
+        if self.check_finite and method not in checked:
             _require_finite(
                 value,
                 f"{where} returned {what} with NaN or inf values; set check_finite=False to "
                 "skip this check",
             )
+            checked.add(method)
 
     def _check_action(self, action: Any, ref: Tensor, batch_shape: torch.Size) -> None:
         if not isinstance(action, Tensor):

@@ -744,9 +744,7 @@ def test_four_corners_pools_are_balanced_like_the_reference() -> None:
     env = FourCorners()
     for seed in range(5):
         goals = env.sample_task_params(50, torch.Generator().manual_seed(seed))["goal"]
-        counts = sorted(
-            int((goals == torch.tensor(c)).all(-1).sum()) for c in FourCorners.corners
-        )
+        counts = sorted(int((goals == torch.tensor(c)).all(-1).sum()) for c in FourCorners.corners)
         assert counts == [12, 12, 13, 13]
     free = FourCorners(balanced=False).sample_task_params(50, torch.Generator().manual_seed(0))
     assert free["goal"].shape == (50, 2)

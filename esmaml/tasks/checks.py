@@ -25,12 +25,18 @@ def expected_loss_shape(params: Any, task_ids: Any) -> torch.Size | None:
     if not isinstance(params, Tensor) or params.ndim == 0:
         return None
     batch = params.shape[:-1]
-    if isinstance(task_ids, Tensor):
-        try:
-            return torch.Size(torch.broadcast_shapes(batch, task_ids.shape))
-        except RuntimeError:
-            return None
-    return batch
+    if not isinstance(task_ids, Tensor) or task_ids.shape == batch:
+        return batch  # the usual case, without torch.broadcast_shapes' cost (tens of us)
+    return _broadcast(tuple(batch), tuple(task_ids.shape))
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> torch.Size | None:
+    """Numpy's broadcasting of two shapes; None when they do not broadcast."""
+    width = max(len(a), len(b))
+    a, b = (1,) * (width - len(a)) + a, (1,) * (width - len(b)) + b
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        return None
+    return torch.Size(max(x, y) if 1 in (x, y) else x for x, y in zip(a, b))
 
 
 def check_loss_output(owner: str, value: Any, params: Any, task_ids: Any) -> Tensor:

@@ -58,7 +58,7 @@ def import_learn2learn() -> Any:
     banner (from the ``gym_notices`` package) to stderr: esmaml uses gymnasium, so that banner
     is removed. Anything else the import writes to stderr is passed on unchanged.
     """
-    if "learn2learn" in sys.modules:
+    if sys.modules.get("learn2learn") is not None:  # imported already: no banner to catch
         return sys.modules["learn2learn"]
     captured = io.StringIO()
     try:
