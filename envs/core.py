@@ -166,8 +166,10 @@ class BatchedMetaEnv(abc.ABC):
 
     def observe(self, state: Mapping[str, Tensor], task: Mapping[str, Tensor]) -> Tensor:
         """Observation ``[*B, observation_dim]`` of ``state``."""
-        self.state_batch_shape(state)
-        return self._observe(dict(state), dict(task))
+        batch_shape = self.state_batch_shape(state)
+        obs = self._observe(dict(state), dict(task))
+        self._check_output(obs, "_observe", "observation", (*batch_shape, self.observation_dim))
+        return obs
 
     def step(
         self, state: Mapping[str, Tensor], task: Mapping[str, Tensor], action: Tensor
@@ -180,7 +182,17 @@ class BatchedMetaEnv(abc.ABC):
         batch_shape = self.state_batch_shape(state)
         self._check_task_keys(task, "task")
         self._check_action(action, state[self._state_key], batch_shape)
-        return self._step(dict(state), dict(task), action)
+        next_state, reward, terminated = self._step(dict(state), dict(task), action)
+        self._check_output(reward, "_step", "reward", tuple(batch_shape))
+        if not isinstance(terminated, Tensor) or terminated.dtype != torch.bool:
+            got = terminated.dtype if isinstance(terminated, Tensor) else type(terminated).__name__
+            raise TypeError(f"{self.name}._step must return a bool terminated tensor, got {got}")
+        if terminated.shape != batch_shape:
+            raise ValueError(
+                f"{self.name}._step returned terminated of shape {tuple(terminated.shape)}, "
+                f"expected {tuple(batch_shape)} (the batch shape)"
+            )
+        return next_state, reward, terminated
 
     def tasks_to_params(
         self,
@@ -278,6 +290,32 @@ class BatchedMetaEnv(abc.ABC):
                 f"task[{key!r}] contains NaN or inf values ({self.name}); every task parameter "
                 "must be finite",
             )
+
+    def _check_output(self, value: Any, method: str, what: str, expected: tuple[int, ...]) -> None:
+        """What a subclass's ``method`` returned: a floating tensor of ``expected`` shape
+        (metadata, every call), and finite on the first call of each method when
+        ``check_finite``: a value pass every step would cost as much as the action check again,
+        and a loss that turns NaN later is caught by the meta-learner's NaN policy."""
+        where = f"{self.name}.{method}"
+        what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{where} must return {what} as a tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(f"{where} returned {what} of dtype {value.dtype}; it must be floating")
+        if tuple(value.shape) != expected:
+            detail = f"observation_dim {self.observation_dim}" if "observation" in what else ""
+            raise ValueError(
+                f"{where} returned {what} of shape {tuple(value.shape)}, expected {expected}"
+                + (f" (batch shape + {detail})" if detail else " (the batch shape)")
+            )
+        checked = self.__dict__.setdefault("_finite_checked", set())
+        if self.check_finite and method not in checked:
+            _require_finite(
+                value,
+                f"{where} returned {what} with NaN or inf values; set check_finite=False to "
+                "skip this check",
+            )
+            checked.add(method)
 
     def _check_action(self, action: Any, ref: Tensor, batch_shape: torch.Size) -> None:
         if not isinstance(action, Tensor):

@@ -56,6 +56,13 @@ def _task_generator(seed: int | None, np_random: np.random.Generator) -> torch.G
     return torch.Generator().manual_seed(int(seed))
 
 
+def _tasks_from_seeds(env: BatchedMetaEnv, seeds: Sequence[int]) -> Task:
+    """One task per seed, task ``i`` drawn from a generator seeded ``seeds[i]``: the task a
+    :class:`SingleMetaEnv` reset with ``seeds[i]`` holds, whatever the other seeds are."""
+    drawn = [env.sample_task_params(1, torch.Generator().manual_seed(int(s))) for s in seeds]
+    return {k: torch.cat([task[k] for task in drawn]) for k in env.task_keys}
+
+
 def _normalise_task(task: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return {k: np.asarray(task[k], dtype=np.float64).tolist() for k in keys}
 
@@ -129,7 +136,11 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
 
     Args:
         env: a :class:`BatchedMetaEnv` or the name of one (``'Navigation2D'``).
-        task: initial task dict; by default a task sampled with seed 0.
+        task: the task. Without one, the env holds a default task: drawn with seed 0, and
+            again from the seed of each seeded ``reset`` (from the entropy-drawn seed of an
+            unseeded first reset) until ``set_task`` is called. So the sub-envs of
+            ``make_vec(..., vectorization_mode='sync')``, reset with seed ``s`` (sub-env ``i``
+            gets ``s + i``), each get their own task from that one seed.
         max_episode_steps: truncation horizon (default: the env's ``max_episode_steps``).
         time_limit: truncate internally at ``max_episode_steps``. ``gymnasium.make`` builds
             the env with ``time_limit=False`` and lets its ``TimeLimit`` wrapper truncate.
@@ -168,10 +179,11 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self._generator_seeded = False
         self._state: State | None = None
         self._elapsed = 0
-        if task is None:
-            gen = torch.Generator().manual_seed(_DEFAULT_TASK_SEED)
-            task = self.batched_env.params_to_tasks(self.batched_env.sample_task_params(1, gen))[0]
-        self.set_task(task)
+        self.set_task(task if task is not None else self._default_task(_DEFAULT_TASK_SEED))
+        self._task_is_default = task is None
+
+    def _default_task(self, seed: int) -> dict[str, Any]:
+        return self.batched_env.params_to_tasks(_tasks_from_seeds(self.batched_env, [seed]))[0]
 
     # ------------------------------------------------------------------- meta interface
     def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
@@ -183,6 +195,7 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         """Switch the task; the running episode continues with it (call ``reset`` to restart)."""
         params = self.batched_env.tasks_to_params([task], device=self.device, dtype=self.dtype)
         self._task: Task = {k: v[0] for k, v in params.items()}
+        self._task_is_default = False
         # Keep the caller's float64 values so get_task() returns what was set, not its
         # float32 rounding.
         self._task_dict = _normalise_task(task, self.batched_env.task_keys)
@@ -232,13 +245,18 @@ class SingleMetaEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             if unknown:
                 raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['task']")
             self.set_task(options["task"])
+        start_seed = None
         if seed is not None:
-            self._generator.manual_seed(int(seed))
-            self._generator_seeded = True
+            start_seed = int(seed)
         elif not self._generator_seeded:
             # Unseeded first reset: draw from np_random, itself seeded from OS entropy.
-            self._generator.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
+            start_seed = int(self.np_random.integers(0, 2**63 - 1))
+        if start_seed is not None:
+            self._generator.manual_seed(start_seed)
             self._generator_seeded = True
+            if self._task_is_default:
+                self.set_task(self._default_task(start_seed))
+                self._task_is_default = True
         self._state = self.batched_env.reset(self._task, self._generator)
         self._elapsed = 0
         return self._obs(), {}
@@ -277,7 +295,10 @@ class BatchedMetaVectorEnv(VectorEnv):
     Args:
         env: a :class:`BatchedMetaEnv` or the name of one.
         num_envs: number of sub-environments.
-        tasks: per-env task dicts (length ``num_envs``); default: sampled with seed 0.
+        tasks: per-env task dicts (length ``num_envs``). Without them, sub-env ``i`` holds a
+            default task drawn with seed ``i``, and again from ``s + i`` at each
+            ``reset(seed=s)`` (from ``s_i`` for a list of seeds) until tasks are set: the tasks
+            ``vectorization_mode='sync'`` gives its sub-envs for the same seed.
         device, dtype: where and in which precision the batch runs (CPU float32 default).
         as_torch: return torch tensors on ``device`` instead of numpy arrays, and accept torch
             actions without a host round trip.
@@ -288,16 +309,16 @@ class BatchedMetaVectorEnv(VectorEnv):
 
     Autoreset (``autoreset_mode``, reported in ``metadata['autoreset_mode']``):
 
-    * ``SAME_STEP`` (default): a sub-env that terminates or truncates is reset inside the same
-      ``step``: the returned observation is the first of the new episode while
+    * ``NEXT_STEP`` (default, as gymnasium's own vector envs, and what its vector wrappers
+      such as ``NormalizeObservation`` require): the step after a finished one ignores the
+      action, resets the sub-env and returns reward 0 with terminated = truncated = False;
+      mask those steps out of returns.
+    * ``SAME_STEP`` (what esmaml's rollouts use): a sub-env that terminates or truncates is
+      reset inside the same ``step``: the returned observation is the first of the new episode while
       reward/terminated/truncated belong to the finished step, and ``info['final_obs']`` holds
       the last observation. Unlike gymnasium's object array with ``None`` entries,
       ``final_obs`` is a dense ``[num_envs, obs_dim]`` array, valid where
       ``info['_final_obs']`` is True. No zero-reward reset step is inserted.
-    * ``NEXT_STEP`` (gymnasium's default, required by its vector observation wrappers such as
-      ``NormalizeObservation``): the step after a finished one ignores the action, resets
-      the sub-env and returns reward 0 with terminated = truncated = False; mask those steps
-      out of returns.
     * ``DISABLED``: sub-envs keep stepping after they finish; reset them with
       ``reset(options={'reset_mask': mask})``.
 
@@ -322,7 +343,7 @@ class BatchedMetaVectorEnv(VectorEnv):
         dtype: torch.dtype = torch.float32,
         as_torch: bool = False,
         max_episode_steps: int | None = None,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
         **env_kwargs: Any,
     ) -> None:
@@ -348,11 +369,11 @@ class BatchedMetaVectorEnv(VectorEnv):
         # NEXT_STEP: sub-envs whose next step is a reset step
         self._autoreset_envs = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         if tasks is None:
-            gen = torch.Generator().manual_seed(_DEFAULT_TASK_SEED)
-            params = self.batched_env.sample_task_params(num_envs, gen, self.device, dtype)
-            self.set_task_params(params)
+            seeds = [_DEFAULT_TASK_SEED + i for i in range(num_envs)]
+            self.set_task_params(_tasks_from_seeds(self.batched_env, seeds))
         else:
             self.set_tasks(tasks)
+        self._tasks_are_default = tasks is None
 
     # ------------------------------------------------------------------- meta interface
     def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
@@ -382,6 +403,7 @@ class BatchedMetaVectorEnv(VectorEnv):
             for k in self.batched_env.task_keys
         }
         self._task_dicts: list[dict[str, Any]] | None = None
+        self._tasks_are_default = False
 
     def get_tasks(self) -> list[dict[str, Any]]:
         """The sub-envs' tasks as JSON-serialisable dicts (as given to ``set_tasks``)."""
@@ -421,6 +443,9 @@ class BatchedMetaVectorEnv(VectorEnv):
             # One seed from the whole list for np_random and the autoreset stream, so a
             # rerun with the same list repeats every later draw too.
             checked = int(np.random.SeedSequence(sub_seeds).generate_state(1, np.uint64)[0])
+        task_seeds = sub_seeds
+        if task_seeds is None and checked is not None:
+            task_seeds = [checked + i for i in range(self.num_envs)]
         super().reset(seed=checked)
         if "tasks" in options:
             self.set_tasks(options["tasks"])
@@ -428,8 +453,13 @@ class BatchedMetaVectorEnv(VectorEnv):
             self._generator.manual_seed(checked)
             self._generator_seeded = True
         elif not self._generator_seeded:
-            self._generator.manual_seed(int(self.np_random.integers(0, 2**63 - 1)))
+            first = int(self.np_random.integers(0, 2**62))
+            task_seeds = [first + i for i in range(self.num_envs)]
+            self._generator.manual_seed(first)
             self._generator_seeded = True
+        if self._tasks_are_default and task_seeds is not None:
+            self.set_task_params(_tasks_from_seeds(self.batched_env, task_seeds))
+            self._tasks_are_default = True
         if sub_seeds is None:
             fresh = self.batched_env.reset(self._task, self._generator)
         else:

@@ -200,6 +200,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(
                 f"override {item!r}: the value is not valid YAML ({message})"
             ) from None
+        value = OmegaConf.select(parsed, key) if leaf == "params" else None
+        if isinstance(value, DictConfig):
+            # ``section.params={...}`` sets the whole section (a merge would keep the old keys):
+            # how an override that switches a component drops the previous one's options.
+            OmegaConf.update(config, key, value, merge=False)
+            continue
         config = _merge(config, parsed, f"override {item!r}")
     try:
         result: ExperimentConfig = OmegaConf.to_object(config)  # type: ignore[assignment]
@@ -300,8 +306,13 @@ def check_wandb_environment() -> None:
 def check_params(
     where: str, target: Callable[..., Any], params: Mapping[str, Any], skip: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """``params`` must be keyword arguments that ``target`` accepts."""
+    """``params`` must be keyword arguments that ``target`` accepts, each of the type its
+    annotation declares (see :mod:`esmaml.typecheck`)."""
+    from esmaml.typecheck import describe, matches, parameter_hints
+
     accepted: list[str] = []
+    hints: dict[str, Any] = {}
+    open_ended = False
     # A constructor that forwards **kwargs to its base class accepts the base's keywords too.
     targets = list(target.__mro__) if inspect.isclass(target) else [target]
     for candidate in targets:
@@ -311,23 +322,54 @@ def check_params(
         if inspect.isclass(candidate) and "__init__" not in vars(candidate):
             continue
         signature = inspect.signature(function)
-        accepted += [
-            name
-            for name, p in signature.parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and name not in ("self", *skip)
-            and name not in accepted
-        ]
+        own_hints = parameter_hints(function)
+        for name, p in signature.parameters.items():
+            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            if name in ("self", *skip) or name in accepted:
+                continue
+            accepted.append(name)
+            if name in own_hints:
+                hints[name] = own_hints[name]
         if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
             break
         if not inspect.isclass(target):
-            return dict(params)  # a plain function with **kwargs: accepted as is
+            open_ended = True  # a plain function with **kwargs: any further key is accepted
+            break
     else:
-        return dict(params)
-    for key in params:
-        if key not in accepted:
-            raise ConfigError(f"{where}: unknown key {key!r}{_near(key, accepted)}")
+        open_ended = True
+    owner = getattr(target, "__name__", repr(target))
+    unknown = [key for key in params if key not in accepted]
+    if unknown and not open_ended:
+        _refuse_unknown(where, owner, unknown, accepted)
+    for key, value in params.items():
+        if key in hints and matches(value, hints[key]) is False:
+            raise ConfigError(
+                f"{where}.{key}={value!r} has the wrong type: {owner} takes "
+                f"{describe(hints[key])} for {key}, got {type(value).__name__} {value!r}"
+            )
     return dict(params)
+
+
+def _refuse_unknown(where: str, owner: str, unknown: list[str], accepted: list[str]) -> None:
+    """One unknown key near a valid one is a typo; several, or one with no near match, are
+    options of the component this section held before an override switched it."""
+    section = where.rpartition(".")[0]
+    if len(unknown) == 1:
+        key = unknown[0]
+        hint = ""
+        if not difflib.get_close_matches(key, accepted, n=1, cutoff=0.5):
+            hint = (
+                f". If it is an option of the {section} component an override replaced, remove "
+                f"it or reset the section with the override {where}={{}}"
+            )
+        raise ConfigError(f"{where}: unknown key {key!r}{_near(key, accepted)}{hint}")
+    takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no options"
+    raise ConfigError(
+        f"{where}: {owner} does not take {', '.join(repr(k) for k in unknown)} (options of "
+        f"another {section} component?); {takes}. Remove them from the config, or reset the "
+        f"section with the override {where}={{}}"
+    )
 
 
 def to_yaml(config: ExperimentConfig) -> str:

@@ -350,6 +350,47 @@ def evaluate_into_directory(ctx: Context) -> None:
     cli("evaluate", ctx.run_dir, "--out", out)
 
 
+# -- user code: what a user's family or env returns, checked where it enters esmaml -------------
+
+
+class WrongLossShape(SineRegression):
+    """A user family whose loss forgets to reduce over the query examples."""
+
+    def loss(self, params, tasks, task_ids, *, phase="query", generator=None):  # type: ignore[override]
+        per_example = super().loss(params, tasks, task_ids, phase=phase, generator=generator)
+        return per_example.unsqueeze(-1).expand(*per_example.shape, 10)
+
+
+def user_loss_wrong_shape() -> None:
+    from esmaml.adaptation.gradient_descent import IdentityAdaptation
+    from esmaml.meta.base import evaluate_adaptation
+
+    user = WrongLossShape(hidden=(4,))
+    evaluate_adaptation(user, IdentityAdaptation(), user.init_params(), tasks(), seed=0)
+
+
+def user_env(observe: Callable[[Any, Any], torch.Tensor] | None = None, step: Any = None) -> None:
+    """A Navigation2D subclass whose ``_observe`` / ``_step`` is replaced by a user's, reset and
+    stepped once."""
+    from envs import Navigation2D
+
+    overrides: dict[str, Any] = {}
+    if observe is not None:
+        overrides["_observe"] = lambda self, state, task: observe(state, task)
+    if step is not None:
+        overrides["_step"] = step
+    cls = type("UserNav", (Navigation2D,), overrides)
+    env = cls()
+    task = env.sample_task_params(2, generator=torch.Generator().manual_seed(0))
+    state = env.reset(task)
+    env.observe(state, task)
+    env.step(state, task, torch.zeros(2, 2))
+
+
+def reward_per_dim(self: Any, state: Any, task: Any, action: torch.Tensor) -> Any:
+    return state, -(state["pos"] - task["goal"]).abs(), torch.zeros(2, dtype=torch.bool)
+
+
 # -- the rows ----------------------------------------------------------------------------------
 
 ZO = "esmaml.zero_order"
@@ -615,6 +656,40 @@ CASES: list[Case] = [
     Case("family-mujoco-threads", "family", "RLFamily(AntDirection, mujoco_threads=0)",
          ValueError, "mujoco_threads must be a positive int, got 0",
          lambda c: rl_family("AntDirection", mujoco_threads=0)),
+    # user code (a user's family or env), checked where its output enters esmaml
+    Case("user-loss-shape", "user code", "a family whose loss returns [B, 10], not [B]",
+         ValueError, "WrongLossShape.loss returned shape (2, 10), expected (2,)",
+         lambda c: user_loss_wrong_shape()),
+    Case("user-env-obs-shape", "user code", "an env whose _observe returns [*B, 3] (dim 2)",
+         ValueError, "UserNav._observe returned an observation of shape (2, 3), expected (2, 2)",
+         lambda c: user_env(observe=lambda s, t: torch.zeros(2, 3))),
+    Case("user-env-obs-dtype", "user code", "an env whose _observe returns int64", TypeError,
+         "UserNav._observe returned an observation of dtype torch.int64",
+         lambda c: user_env(observe=lambda s, t: torch.zeros(2, 2, dtype=torch.long))),
+    Case("user-env-obs-nan", "user code", "an env whose _observe returns NaN", ValueError,
+         "UserNav._observe returned an observation with NaN or inf values",
+         lambda c: user_env(observe=lambda s, t: torch.full((2, 2), math.nan))),
+    Case("user-env-reward-shape", "user code", "an env whose _step returns a [*B, 2] reward",
+         ValueError, "UserNav._step returned a reward of shape (2, 2), expected (2,)",
+         lambda c: user_env(step=reward_per_dim)),
+    Case("cfg-param-type-int", "config", "task.params.shots=ten", ConfigError,
+         "task.params.shots='ten' has the wrong type: SineRegression takes an int for shots, "
+         "got str 'ten'",
+         lambda c: Trainer(load_config(CONFIG, [*TINY, "task.params.shots=ten"]), c.path("run"))),
+    Case("cfg-param-type-float", "config", "adaptation.params.sigma=abc", ConfigError,
+         "adaptation.params.sigma='abc' has the wrong type: ESGradientAdaptation takes a number",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "adaptation.params.sigma=abc"]), c.path("run"))),
+    Case("cfg-switch-operator", "config", "adaptation.operator=identity (es_gradient params set)",
+         ConfigError, "IdentityAdaptation does not take 'num_queries'",
+         lambda c: Trainer(
+             load_config(CONFIG, [*TINY, "adaptation.operator=identity"]), c.path("run"))),
+    Case("cfg-switch-operator-one-key", "config",
+         "adaptation.operator=hill_climbing adaptation.params={sampling: gaussian}", ConfigError,
+         "or reset the section with the override adaptation.params={}",
+         lambda c: Trainer(load_config(CONFIG, [
+             *TINY, "adaptation.operator=hill_climbing", "adaptation.params={sampling: gaussian}"]),
+             c.path("run"))),
     # configs (esmaml.config.load_config and the builders)
     Case("cfg-unknown-key", "config", "override iteration=5", ConfigError,
          "unknown key 'iteration'; did you mean 'iterations'",
@@ -875,7 +950,10 @@ file with `python tests/test_bad_inputs.py > docs/bad_inputs.md`.
 
 Areas: `esmaml.zero_order` (the decorator's options, then what the decorated function receives
 and returns), `ZeroOrderGradientModule`, adaptation operators, meta-learners, task samplers and
-task dicts, task families, `envs/`, configs (`load_config` and the component builders),
+task dicts, task families, `envs/`, user code (what a user's family or env returns, checked
+where it enters esmaml: shapes and dtypes on every call, values where NaN policies apply),
+configs (`load_config` and the component builders, component options typed from the
+constructor's annotations),
 checkpoints, and the `esmaml` command line. Command-line rows print
 `esmaml <command>: error: ...` (or argparse's usage line) to stderr and exit with status 2; the
 message column shows `exit 2: <stderr>`.

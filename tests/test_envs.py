@@ -389,7 +389,7 @@ def test_make_vec_modes() -> None:
         "esmaml/Navigation2D-v0", num_envs=4096, vectorization_mode="vector_entry_point"
     )
     assert isinstance(vec, BatchedMetaVectorEnv) and vec.num_envs == 4096
-    assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # gymnasium's default
     assert vec.max_episode_steps == 100
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (4096, 2) and obs.dtype == np.float32
@@ -454,6 +454,7 @@ def test_vector_autoreset_same_step() -> None:
         num_envs=2,
         tasks=[{"goal": [0.15, 0.0]}, {"goal": [-0.9, -0.9]}],
         max_episode_steps=3,
+        autoreset_mode="same_step",
     )
     obs, _ = vec.reset(seed=0)
     act = np.array([[0.1, 0.0], [0.0, 0.0]], np.float32)
@@ -515,7 +516,9 @@ def test_vector_autoreset_next_step_and_disabled() -> None:
 
 
 def test_vector_env_torch_output_and_tasks() -> None:
-    vec = BatchedMetaVectorEnv("SixCircles", num_envs=5, as_torch=True, observe_visited=True)
+    vec = BatchedMetaVectorEnv(
+        "SixCircles", num_envs=5, as_torch=True, observe_visited=True, autoreset_mode="same_step"
+    )
     obs, _ = vec.reset(seed=0)
     assert isinstance(obs, torch.Tensor) and obs.shape == (5, 8) and obs.dtype == torch.float32
     obs, rew, *_, info = vec.step(torch.zeros(5, 2))
@@ -741,9 +744,7 @@ def test_four_corners_pools_are_balanced_like_the_reference() -> None:
     env = FourCorners()
     for seed in range(5):
         goals = env.sample_task_params(50, torch.Generator().manual_seed(seed))["goal"]
-        counts = sorted(
-            int((goals == torch.tensor(c)).all(-1).sum()) for c in FourCorners.corners
-        )
+        counts = sorted(int((goals == torch.tensor(c)).all(-1).sum()) for c in FourCorners.corners)
         assert counts == [12, 12, 13, 13]
     free = FourCorners(balanced=False).sample_task_params(50, torch.Generator().manual_seed(0))
     assert free["goal"].shape == (50, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,20 +119,34 @@ class Evaluation:
     reports_return: bool = False
 
     def summary(self, prefix: str = "eval") -> dict[str, float]:
+        """Means over the tasks. A task whose loss is NaN/inf before or after adaptation (a
+        diverged adaptation, a user loss) is left out of every mean and counted in
+        ``{prefix}_nonfinite_tasks``, so a summary never shows a bare ``nan``."""
+        finite = torch.isfinite(self.pre) & torch.isfinite(self.post)
+        pre, post = self.pre[finite], self.post[finite]
         out = {
-            f"{prefix}_pre_adaptation": float(self.pre.mean()),
-            f"{prefix}_post_adaptation": float(self.post.mean()),
-            f"{prefix}_post_adaptation_std": float(self.post.std(unbiased=False)),
+            f"{prefix}_pre_adaptation": _mean(pre),
+            f"{prefix}_post_adaptation": _mean(post),
+            f"{prefix}_post_adaptation_std": float(post.std(unbiased=False))
+            if post.numel()
+            else math.nan,
             f"{prefix}_queries": self.queries,
         }
         if self.reports_return:
-            out[f"{prefix}_return_pre_adaptation"] = -float(self.pre.mean())
-            out[f"{prefix}_return_post_adaptation"] = -float(self.post.mean())
+            out[f"{prefix}_return_pre_adaptation"] = -_mean(pre)
+            out[f"{prefix}_return_post_adaptation"] = -_mean(post)
         for name, values in self.metrics_pre.items():
-            out[f"{prefix}_{name}_pre_adaptation"] = float(values.float().mean())
+            out[f"{prefix}_{name}_pre_adaptation"] = _mean(values.float())
         for name, values in self.metrics_post.items():
-            out[f"{prefix}_{name}_post_adaptation"] = float(values.float().mean())
+            out[f"{prefix}_{name}_post_adaptation"] = _mean(values.float())
+        dropped = int((~finite).sum())
+        if dropped:
+            out[f"{prefix}_nonfinite_tasks"] = dropped
         return out
+
+
+def _mean(values: Tensor) -> float:
+    return float(values.mean()) if values.numel() else math.nan
 
 
 @torch.no_grad()

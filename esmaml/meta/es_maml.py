@@ -214,7 +214,9 @@ class ESMAML(MetaLearner):
             )
         if dropped == num:
             raise FloatingPointError(
-                f"ES-MAML: every one of the {num} directions had a NaN or inf evaluation"
+                f"ES-MAML: every one of the {num} directions had a NaN or inf evaluation "
+                "(meta.params.nan_policy=drop drops only some); lower meta.params.sigma or the "
+                "adaptation step, or check the family's loss"
             )
         clean = torch.where(finite, values, torch.zeros_like(values))
         if baseline is not None:

@@ -125,7 +125,11 @@ class FirstOrderESMAML(MetaLearner):
             generator=substream_generator(seed, "query", device=theta.device),
         )
         if not bool(torch.isfinite(values).all()):
-            raise FloatingPointError("first-order ES-MAML: a query evaluation was NaN or inf")
+            raise FloatingPointError(
+                "first-order ES-MAML: a query evaluation was NaN or inf (meta.algorithm="
+                "first_order has no NaN policy; lower meta.params.sigma or the adaptation step, "
+                "or use meta.algorithm=es_maml with meta.params.nan_policy=drop)"
+            )
         gradients = es_gradient(
             directions,
             values,

@@ -153,6 +153,7 @@ def rollout_gym(
             set_vector_tasks(vector_env, [tasks[i] for i, _ in padded])
             row_seeds = list(seeds) if seeds is not None else list(range(n))
             obs, _ = vector_env.reset(seed=[row_seeds[i] * 1000 + e for i, e in padded])
+            _check_gym_observation(vector_env, obs, (width, policy.observation_dim))
             alive = np.ones(width, dtype=bool)
             alive[len(batch) :] = False
             member = torch.tensor([i for i, _ in padded])
@@ -175,3 +176,18 @@ def rollout_gym(
         vector_env.close()
     totals = totals.to(params.dtype)
     return RolloutResult(totals.mean(1), totals, steps, stats)
+
+
+def _check_gym_observation(vector_env: Any, obs: Any, expected: tuple[int, ...]) -> None:
+    """A gymnasium env's reset observation against the policy's input (once per chunk): a
+    wrong shape or dtype names the env, not a matmul deep inside the policy."""
+    spec = getattr(vector_env, "spec", None)
+    name = getattr(spec, "id", None) or type(vector_env).__name__
+    array = np.asarray(obs)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name}.reset returned observations of dtype {array.dtype}; need numbers")
+    if array.shape != expected:
+        raise ValueError(
+            f"{name}.reset returned observations of shape {array.shape}, expected {expected} "
+            f"(num_envs, the observation_dim {expected[1]} of its observation_space)"
+        )

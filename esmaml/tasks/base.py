@@ -38,6 +38,15 @@ class TaskFamily(abc.ABC):
     #: Whether the loss is random given params and task (RL rollouts from random states).
     stochastic: bool = False
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Every subclass's loss is checked where its output enters esmaml (shape and dtype,
+        # metadata only): a wrong shape names the class instead of failing deep inside.
+        super().__init_subclass__(**kwargs)
+        if "loss" in vars(cls) and not getattr(cls.loss, "__isabstractmethod__", False):
+            from esmaml.tasks.checks import checked_loss
+
+            cls.loss = checked_loss(cls.__name__, vars(cls)["loss"])  # type: ignore[method-assign]
+
     @abc.abstractmethod
     def init_params(self, generator: torch.Generator | None = None) -> Tensor:
         """A fresh flat parameter vector ``[D]``."""

@@ -19,7 +19,9 @@ has drawn, so its tasks also depend on which were drawn before (learn2learn's se
 from __future__ import annotations
 
 import contextlib
+import io
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +52,46 @@ FEWSHOT_FIELDS: tuple[str, ...] = ("x_support", "y_support", "x_query", "y_query
 
 
 def import_learn2learn() -> Any:
-    """``import learn2learn`` with an error that says how to install it."""
+    """``import learn2learn`` with an error that says how to install it.
+
+    learn2learn imports the unmaintained ``gym``, whose ``__init__`` prints a deprecation
+    banner (from the ``gym_notices`` package) to stderr: esmaml uses gymnasium, so that banner
+    is removed. Anything else the import writes to stderr is passed on unchanged.
+    """
+    if sys.modules.get("learn2learn") is not None:  # imported already: no banner to catch
+        return sys.modules["learn2learn"]
+    captured = io.StringIO()
     try:
-        import learn2learn
+        with contextlib.redirect_stderr(captured):
+            import learn2learn
     except ImportError as error:
         raise ImportError(f"{INSTALL_HINT}; import failed: {error}") from error
+    finally:
+        rest = _without_gym_banner(captured.getvalue())
+        if rest:
+            sys.stderr.write(rest)
     return learn2learn
+
+
+def _without_gym_banner(text: str) -> str:
+    """``text`` minus the notice ``gym`` prints on import (the exact text gym_notices holds
+    for the installed gym version; lines starting with gym's known banner opening otherwise)."""
+    notices: list[str] = []
+    with contextlib.suppress(Exception):  # gym or gym_notices absent or changed: nothing known
+        import gym
+        import gym_notices.notices as gym_notices
+
+        notice = gym_notices.notices.get(gym.__version__)
+        if notice:
+            notices.append(notice + "\n")
+    for notice in notices:
+        text = text.replace(notice, "")
+    if text.startswith("Gym has been unmaintained"):
+        # A banner from a gym_notices version not matched exactly: drop through its last line.
+        lines = text.splitlines(keepends=True)
+        ends = [i for i, line in enumerate(lines) if "migration_guide" in line]
+        text = "".join(lines[ends[0] + 1 :]) if ends else ""
+    return text
 
 
 @contextlib.contextmanager

@@ -55,12 +55,12 @@ def resolve(registry: dict[str, str], kind: str, name: str) -> Callable[..., Any
 def build_family(config: ExperimentConfig) -> TaskFamily:
     check_device_available(config.device)
     factory = resolve(FAMILIES, "task.family", config.task.family)
-    params = check_params("task.params", factory, config.task.params)
-    if "hidden" in params:  # every family's MLP; named here, not as a failed unpacking
+    if "hidden" in config.task.params:  # every family's MLP; named here, with its valid form
         try:
-            check_hidden(params["hidden"], "task.params.hidden")
+            check_hidden(config.task.params["hidden"], "task.params.hidden")
         except ValueError as error:
             raise ConfigError(str(error)) from None
+    params = check_params("task.params", factory, config.task.params)
     if "device" in _accepted(factory):
         params.setdefault("device", config.device)
     return construct("task.params", factory, params)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -510,6 +512,7 @@ class Trainer:
         if self._stop_signal is not None and completed < config.iterations:
             wandb.mark_preempting()
             wandb.finish(exit_code=128 + self._stop_signal)
+            print(self._stopped_message(completed), file=sys.stderr, flush=True)
             raise SystemExit(128 + self._stop_signal)
         summary = self._summary(last_eval)
         _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
@@ -518,6 +521,17 @@ class Trainer:
             wandb.log_artifact(self.run_dir / CHECKPOINT, f"{self.run_dir.name}-checkpoint")
         wandb.finish()
         return summary
+
+    def _stopped_message(self, completed: int) -> str:
+        """What a stopped run prints: why, where its checkpoint is, how to continue it."""
+        assert self._stop_signal is not None
+        name = signal.Signals(self._stop_signal).name
+        where = f"checkpoint {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint"
+        return (
+            f"esmaml train: stopped by {name} after {completed}/{self.config.iterations} "
+            f"iterations ({where})\nresume with: esmaml train --resume "
+            f"{shlex.quote(str(self.run_dir))}"
+        )
 
     def _summary(self, evaluation: Evaluation | None) -> dict[str, Any]:
         summary: dict[str, Any] = {
