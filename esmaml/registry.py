@@ -224,8 +224,8 @@ def import_module(name: str, where: str) -> Any:
     except ModuleNotFoundError as error:
         if error.name is not None and (name + ".").startswith(error.name + "."):
             raise ConfigError(
-                f"{where}: no module named {error.name!r} (searched the current directory "
-                f"{cwd!r} and the installed packages)"
+                f"{where}: no module named {error.name!r} in the current directory or the "
+                "installed packages"
             ) from None
         raise ConfigError(f"{where}: importing {name!r} failed: {error}") from error
     except Exception as error:  # the user's module raised while importing
@@ -273,8 +273,8 @@ def _check_kind(kind: Kind, target: Any, where: str) -> None:
     if kind.accepts_functions:
         wanted += " (or a function returning one)"
     what = target.__name__ if inspect.isclass(target) else type(target).__name__
-    article = "class" if inspect.isclass(target) else "object of type"
-    raise ConfigError(f"{where} is a {article} {what!r}, not a subclass of {wanted}")
+    article = "a class" if inspect.isclass(target) else "an object of type"
+    raise ConfigError(f"{where} is {article} {what!r}, not a subclass of {wanted}")
 
 
 def describe(obj: Any) -> tuple[str, str]:

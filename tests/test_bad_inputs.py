@@ -706,8 +706,8 @@ CASES: list[Case] = [
          "optimizer.name='adagrad' is unknown",
          lambda c: Trainer(load_config(CONFIG, [*TINY, "optimizer.name=adagrad"]), c.path("r"))),
     Case("cfg-import-no-module", "config", "task.family=nosuch_module:Family", ConfigError,
-         "task.family='nosuch_module:Family': no module named 'nosuch_module' (searched the "
-         "current directory", lambda c: resolve("tasks", "nosuch_module:Family")),
+         "task.family='nosuch_module:Family': no module named 'nosuch_module' in the current "
+         "directory or the installed packages", lambda c: resolve("tasks", "nosuch_module:Family")),
     Case("cfg-import-no-attribute", "config", "task.family=esmaml.tasks.sine:SineRegresion",
          ConfigError, "'esmaml.tasks.sine' has no attribute 'SineRegresion'; did you mean "
          "'SineRegression'", lambda c: resolve("tasks", "esmaml.tasks.sine:SineRegresion")),
@@ -717,7 +717,7 @@ CASES: list[Case] = [
          "not a subclass of esmaml.adaptation.base.AdaptationOperator",
          lambda c: resolve("adaptation", "esmaml.tasks.sine:SineRegression")),
     Case("cfg-import-not-a-class", "config", "meta.algorithm=math:pi", ConfigError,
-         "meta.algorithm='math:pi' is a object of type 'float', not a subclass of "
+         "meta.algorithm='math:pi' is an object of type 'float', not a subclass of "
          "esmaml.meta.base.MetaLearner", lambda c: resolve("meta", "math:pi")),
     Case("cfg-env-import-path", "config", "task.params.env=nosuch_envs:GoalLine", ConfigError,
          "task.params.env='nosuch_envs:GoalLine': no module named 'nosuch_envs'",

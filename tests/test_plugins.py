@@ -29,6 +29,10 @@ from esmaml.registry import KINDS, entries, resolve
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "custom_task"
 ESMAML = Path(sys.executable).with_name("esmaml")
+RUN_DIR = ("--run-dir", "runs/run")
+# Offline, into a folder of its own: importlib.metadata finds the dist-info on sys.path.
+PIP_INSTALL = (sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation")
+PIP_INSTALL += ("--no-index",)
 
 
 def user_folder(tmp_path: Path) -> Path:
@@ -69,8 +73,7 @@ def test_user_folder_trains_is_killed_resumes_and_evaluates(tmp_path: Path, conf
     run_dir = folder / "runs" / "run"
     # Far more iterations than it gets to run: the process is killed mid-run.
     process = subprocess.Popen(
-        [str(ESMAML), "train", config, "iterations=100000", "progress=false"]
-        + ["--run-dir", "runs/run"],
+        [str(ESMAML), "train", config, "iterations=100000", "progress=false", *RUN_DIR],
         cwd=folder,
         env=environment(),
         stdout=subprocess.DEVNULL,
@@ -80,9 +83,9 @@ def test_user_folder_trains_is_killed_resumes_and_evaluates(tmp_path: Path, conf
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         metrics = run_dir / "metrics.jsonl"
-        if (run_dir / "checkpoint.pt").exists() and metrics.exists():
-            if len(metrics.read_text().splitlines()) >= 4:
-                break
+        written = metrics.exists() and len(metrics.read_text().splitlines()) >= 4
+        if written and (run_dir / "checkpoint.pt").exists():
+            break
         time.sleep(0.05)
     assert process.poll() is None, f"the run ended before the kill: {process.communicate()[1]}"
     os.kill(process.pid, signal.SIGKILL)
@@ -110,8 +113,7 @@ def test_user_folder_trains_is_killed_resumes_and_evaluates(tmp_path: Path, conf
 def test_installed_package_adds_components_through_entry_points(tmp_path: Path) -> None:
     package, site = user_folder(tmp_path), tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q"]
-        + ["--no-index", "--target", str(site), str(package)],
+        [*PIP_INSTALL, "--target", str(site), str(package)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -134,9 +136,7 @@ def test_installed_package_adds_components_through_entry_points(tmp_path: Path) 
     esmaml_cli("train", "linreg.yaml", "iterations=3", "--run-dir", "lr", cwd=elsewhere, env=env)
     assert "family: linreg\n" in (elsewhere / "lr" / "config.yaml").read_text()
     esmaml_cli("evaluate", "lr", "--num-tasks", "4", cwd=elsewhere, env=env)
-    esmaml_cli(
-        "train", "goal_line.yaml", "iterations=2", "--run-dir", "gl", cwd=elsewhere, env=env
-    )
+    esmaml_cli("train", "goal_line.yaml", "iterations=2", "--run-dir", "gl", cwd=elsewhere, env=env)
     # Without the package on the path, the short name is unknown and says what is valid.
     failed = subprocess.run(
         [str(ESMAML), "evaluate", "lr"], cwd=elsewhere, env=environment(), capture_output=True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from envs.core import BatchedMetaEnv
@@ -13,8 +15,8 @@ class GoalLine(BatchedMetaEnv):
     observation_dim, action_dim, max_episode_steps = 1, 1, 20
     action_low, action_high = -0.1, 0.1
     task_keys = ("goal",)
-    task_shapes = {"goal": (1,)}
-    state_shapes = {"x": (1,)}
+    task_shapes: ClassVar = {"goal": (1,)}
+    state_shapes: ClassVar = {"x": (1,)}
     observation_low, observation_high = (-float("inf"),), (float("inf"),)
 
     def _sample_task_params(self, n, generator, device, dtype):
