@@ -236,3 +236,57 @@ def test_layers_import_one_way() -> None:
         for alias in node.names
     }
     assert not {m for m in imported if m and m.startswith(("esmaml.config", "esmaml.training"))}
+
+
+def test_gymnasium_ids_and_classes_are_envs() -> None:
+    """A registered gymnasium id, or an Env class by import path (found by its registration),
+    without the task interface: a one-task distribution on gymnasium's vector path."""
+    from esmaml.rl.family import RLFamily
+
+    params = torch.zeros(2, 4 + 1) + torch.tensor([[0.0], [0.5]])
+    losses = []
+    for env in ("Pendulum-v1", "gymnasium.envs.classic_control.pendulum:PendulumEnv"):
+        family = RLFamily(env, horizon=4, normalize_observations=False)
+        assert family.gym_id == "Pendulum-v1" and not family.meta_env
+        tasks = family.sample_tasks(2, generator=torch.Generator().manual_seed(0))
+        losses.append(family.loss(params[:, : family.num_params], tasks, torch.arange(2)))
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_policy_by_registered_name(in_example: Path) -> None:
+    from esmaml.rl.family import RLFamily
+    from esmaml.rl.policies import MLPPolicy
+
+    class Doubled(MLPPolicy):
+        """Twice the MLP policy's parameters."""
+
+        def init_params(self, generator: torch.Generator | None = None) -> torch.Tensor:
+            return super().init_params(generator) + 1.0
+
+    esmaml.register("policies", "doubled_test", Doubled)
+    try:
+        family = RLFamily("goal_line:GoalLine", policy="doubled_test", horizon=3)
+        assert isinstance(family.policy, Doubled)
+        assert bool((family.init_params() == 1.0).all())  # the scaled init's zero layer, + 1
+    finally:
+        KINDS["policies"].registered.pop("doubled_test", None)
+
+
+def test_component_factory_rebuilds_user_components_anywhere(in_example: Path) -> None:
+    """What a Ray worker does: unpickle the factory in another process and directory, build."""
+    import pickle
+
+    from esmaml.config import load_config
+    from esmaml.training.builders import ComponentFactory
+
+    factory = ComponentFactory(load_config(in_example / "goal_line.yaml"))
+    payload = in_example / "factory.pkl"
+    payload.write_bytes(pickle.dumps(factory))
+    code = (
+        "import pickle, sys; family, adaptation = pickle.load(open(sys.argv[1], 'rb'))(); "
+        "print(type(family.env).__name__, type(adaptation).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(payload)], cwd="/", capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["GoalLine", "ESGradientAdaptation"], done.stderr
