@@ -290,3 +290,15 @@ def test_component_factory_rebuilds_user_components_anywhere(in_example: Path) -
         [sys.executable, "-c", code, str(payload)], cwd="/", capture_output=True, text=True
     )
     assert done.stdout.split() == ["GoalLine", "ESGradientAdaptation"], done.stderr
+
+
+def test_registry_knows_every_builtin_env() -> None:
+    """The envs package's own catalogue (its gymnasium ids) and the registry agree."""
+    import envs
+
+    names = {
+        spec.split("/")[1].rsplit("-v", 1)[0] for spec in (*envs.ENV_IDS, *envs.MUJOCO_ENV_IDS)
+    }
+    assert names == set(KINDS["envs"].builtins)
+    for name in envs.BATCHED_ENVS:
+        assert resolve("envs", name) is envs.BATCHED_ENVS[name]
