@@ -44,7 +44,12 @@ from esmaml.config import ExperimentConfig, load_config  # noqa: E402
 from esmaml.evaluators import regenerate_noise  # noqa: E402
 from esmaml.evaluators.ray_backend import EvaluationWorker, RayEvaluator  # noqa: E402
 from esmaml.meta.es_maml import ESMAML  # noqa: E402
-from esmaml.training.builders import build_adaptation, build_family, build_learner  # noqa: E402
+from esmaml.training.builders import (  # noqa: E402
+    ComponentFactory,
+    build_adaptation,
+    build_family,
+    build_learner,
+)
 
 
 def configure(args: argparse.Namespace, backend: str, workers: int = 0) -> ExperimentConfig:
@@ -123,7 +128,7 @@ def payload_bytes(config: ExperimentConfig, hidden: list[int], label: str) -> No
     config.task.params = {**config.task.params, "hidden": hidden}
     learner = make_learner(config)
     family, spec = learner.family, learner.spec
-    evaluator = RayEvaluator(family, config, **config.evaluator.params)
+    evaluator = RayEvaluator(family, ComponentFactory(config), **config.evaluator.params)
     tasks = family.sample_tasks(learner.tasks_per_iteration, generator=torch.Generator())
     theta = learner.parameters_flat()
     seed, inner_seed = 2**62 + 12345, 2**61 + 777
@@ -134,7 +139,7 @@ def payload_bytes(config: ExperimentConfig, hidden: list[int], label: str) -> No
     ref_id = 28  # an ObjectRef's id: what each call carries instead of the inputs
     calls = sum(len(dumps((start, stop))) + ref_id for start, stop in batches)
     # One real sub-batch result; the others differ only in their number of values.
-    result = EvaluationWorker(config).evaluate(inputs, *batches[0])
+    result = EvaluationWorker(ComponentFactory(config)).evaluate(inputs, *batches[0])
     returned = sum(
         len(dumps(replace(result, values=result.values.new_zeros(len(spec.rows(range(*b)))))))
         for b in batches

@@ -5,6 +5,7 @@
     esmaml evaluate RUN_DIR [--num-tasks N] [--steps K [K ...]] [--split test|train]
     esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR]
     esmaml sweep CONFIG --seeds N [key=v1,v2 ...] [--jobs J] [--address ADDR] [--out DIR]
+    esmaml list [KIND ...]
 
 Errors a user can fix (a bad config, a missing or corrupt checkpoint, nothing to plot, a run
 directory another process is writing) print one line ``esmaml <command>: error: ...`` to stderr
@@ -112,6 +113,24 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from esmaml.config import ConfigError
+    from esmaml.registry import KINDS, list_components
+
+    unknown = [kind for kind in args.kinds if kind not in KINDS]
+    if unknown:
+        raise ConfigError(f"unknown kind {unknown[0]!r}; valid: {', '.join(KINDS)}")
+    previous = None
+    for kind, name, source, parameters, doc in list_components(args.kinds or None):
+        if kind != previous:
+            print(f"{kind} ({KINDS[kind].key}; entry-point group {KINDS[kind].group}):")
+            previous = kind
+        print(f"  {name}({parameters})")
+        print(f"      {doc}" if doc else "      (no docstring)")
+        print(f"      from {source}")
+    return 0
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -180,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="an existing Ray cluster (auto, or HOST:PORT)")
     sweep.add_argument("--out", help="sweep directory (default runs/sweeps/<config name>)")
     sweep.set_defaults(handler=_sweep)
+
+    from esmaml.registry import KINDS
+
+    listing = commands.add_parser(
+        "list",
+        help="every registered component (built in, entry points) with its parameters and doc",
+    )
+    listing.add_argument("kinds", nargs="*", metavar="KIND", help=f"any of {', '.join(KINDS)}")
+    listing.set_defaults(handler=_list)
     return parser
 
 

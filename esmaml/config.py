@@ -141,10 +141,17 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"{source}: {full_key!r} has the wrong type: {message}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The schema defaults, then the YAML file, then ``key=value`` overrides (dotted keys)."""
+def load_config(
+    path: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
+    """The schema defaults, then the YAML file (or a mapping of the same shape), then
+    ``key=value`` overrides (dotted keys)."""
     config: DictConfig = OmegaConf.structured(ExperimentConfig)
-    if path is not None:
+    if isinstance(path, Mapping):
+        if not path:
+            raise ConfigError("the config dict is empty; it must set at least one key")
+        config = _merge(config, OmegaConf.create(dict(path)), "config dict")
+    elif path is not None:
         file = Path(path)
         if file.is_dir():
             raise ConfigError(f"config file {str(file)!r} is a directory, not a YAML file")

@@ -40,6 +40,7 @@ from esmaml.config import ConfigError, load_config
 from esmaml.meta.es_maml import ESMAML
 from esmaml.meta.first_order import FirstOrderESMAML
 from esmaml.nn import ZeroOrderGradientModule, enable_zero_order_gradients
+from esmaml.registry import resolve
 from esmaml.tasks.base import validate_tasks
 from esmaml.tasks.sampler import TaskSampler
 from esmaml.tasks.sine import NonDifferentiableSine, SineRegression
@@ -254,6 +255,21 @@ def navigation(**kwargs: Any) -> Any:
     from envs import Navigation2D
 
     return Navigation2D(**kwargs)
+
+
+def broken_entry_point(ctx: Context) -> Any:
+    """An installed distribution (a dist-info on sys.path) whose esmaml.tasks entry point
+    names a module that does not exist."""
+    site = ctx.path("site")
+    info = site / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[esmaml.tasks]\nbroken = nosuch_plugin_module:Family\n")
+    sys.path.append(str(site))
+    try:
+        return resolve("tasks", "broken")
+    finally:
+        sys.path.remove(str(site))
 
 
 def batched_env(name: str) -> Any:
@@ -764,6 +780,31 @@ CASES: list[Case] = [
     Case("cfg-unknown-optimizer", "config", "optimizer.name=adagrad", ConfigError,
          "optimizer.name='adagrad' is unknown",
          lambda c: Trainer(load_config(CONFIG, [*TINY, "optimizer.name=adagrad"]), c.path("r"))),
+    Case("cfg-import-no-module", "config", "task.family=nosuch_module:Family", ConfigError,
+         "task.family='nosuch_module:Family': no module named 'nosuch_module' in the current "
+         "directory or the installed packages", lambda c: resolve("tasks", "nosuch_module:Family")),
+    Case("cfg-import-no-attribute", "config", "task.family=esmaml.tasks.sine:SineRegresion",
+         ConfigError, "'esmaml.tasks.sine' has no attribute 'SineRegresion'; did you mean "
+         "'SineRegression'", lambda c: resolve("tasks", "esmaml.tasks.sine:SineRegresion")),
+    Case("cfg-import-wrong-kind", "config",
+         "adaptation.operator=esmaml.tasks.sine:SineRegression", ConfigError,
+         "adaptation.operator='esmaml.tasks.sine:SineRegression' is a class 'SineRegression', "
+         "not a subclass of esmaml.adaptation.base.AdaptationOperator",
+         lambda c: resolve("adaptation", "esmaml.tasks.sine:SineRegression")),
+    Case("cfg-import-not-a-class", "config", "meta.algorithm=math:pi", ConfigError,
+         "meta.algorithm='math:pi' is an object of type 'float', not a subclass of "
+         "esmaml.meta.base.MetaLearner", lambda c: resolve("meta", "math:pi")),
+    Case("cfg-env-import-path", "config", "task.params.env=nosuch_envs:GoalLine", ConfigError,
+         "task.params.env='nosuch_envs:GoalLine': no module named 'nosuch_envs'",
+         lambda c: rl_family("nosuch_envs:GoalLine")),
+    Case("cfg-env-wrong-kind", "config", "task.params.env=esmaml.tasks.sine:SineRegression",
+         ConfigError, "not a subclass of gymnasium.Env or envs.core.BatchedMetaEnv",
+         lambda c: rl_family("esmaml.tasks.sine:SineRegression")),
+    Case("cfg-entry-point-broken", "config",
+         "task.family=broken (an installed entry point whose module is missing)", ConfigError,
+         "task.family='broken': the entry point 'nosuch_plugin_module:Family' (group "
+         "'esmaml.tasks', from broken-plugin 0.1) failed to load: ModuleNotFoundError",
+         lambda c: broken_entry_point(c)),
     Case("cfg-bad-param-value", "config", "adaptation.params.num_queries=0", ConfigError,
          "num_queries must be a positive int",
          lambda c: Trainer(
@@ -818,6 +859,9 @@ CASES: list[Case] = [
          lambda c: cli("fit")),
     Case("cli-train-no-config", "CLI", "esmaml train", CLIExit,
          "exit 2: esmaml train: error: give a CONFIG file", lambda c: cli("train")),
+    Case("cli-list-kind", "CLI", "esmaml list task", CLIExit,
+         "exit 2: esmaml list: error: unknown kind 'task'; valid: tasks, envs, adaptation, meta, "
+         "policies, optimizers", lambda c: cli("list", "task")),
     Case("cli-train-override-first", "CLI", "esmaml train iterations=5", CLIExit,
          "the first argument must be a CONFIG file", lambda c: cli("train", "iterations=5")),
     Case("cli-train-unknown-key", "CLI", "esmaml train configs/sine.yaml iteration=3", CLIExit,

@@ -29,7 +29,12 @@ from esmaml.evaluators import (  # noqa: E402
 )
 from esmaml.evaluators.ray_backend import RayEvaluator, SubBatchResult  # noqa: E402
 from esmaml.meta.es_maml import ESMAML  # noqa: E402
-from esmaml.training.builders import build_adaptation, build_family, build_learner  # noqa: E402
+from esmaml.training.builders import (  # noqa: E402
+    ComponentFactory,
+    build_adaptation,
+    build_family,
+    build_learner,
+)
 from esmaml.training.trainer import Trainer  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nav2d_smoke.yaml"
@@ -47,7 +52,11 @@ def pool() -> Iterator[RayEvaluator]:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     config = smoke_config()
     evaluator = RayEvaluator(
-        build_family(config), config, num_workers=2, num_cpus_per_worker=0.5, sub_batch_size=1
+        build_family(config),
+        ComponentFactory(config),
+        num_workers=2,
+        num_cpus_per_worker=0.5,
+        sub_batch_size=1,
     )
     try:
         evaluator.start()
@@ -217,7 +226,9 @@ def test_failed_evaluations_within_the_limit_are_dropped_and_logged(
 
 def test_losing_more_than_max_failed_fraction_raises() -> None:
     config = smoke_config()
-    evaluator = RayEvaluator(build_family(config), config, max_failed_fraction=0.25)
+    evaluator = RayEvaluator(
+        build_family(config), ComponentFactory(config), max_failed_fraction=0.25
+    )
     spec = PopulationSpec(N, 0.1, "antithetic", "gaussian")
     batches = [(0, 3), (3, 6), (6, 8)]
     ok = SubBatchResult(torch.zeros(6), None, 0)

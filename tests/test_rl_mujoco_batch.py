@@ -161,7 +161,7 @@ def test_ray_workers_give_the_local_values_bit_for_bit() -> None:
     from esmaml.config import load_config
     from esmaml.evaluators.ray_backend import RayEvaluator
     from esmaml.meta.es_maml import ESMAML
-    from esmaml.training.builders import build_adaptation, build_family
+    from esmaml.training.builders import ComponentFactory, build_adaptation, build_family
 
     config = load_config(REPO / "configs" / "halfcheetah_fb_smoke.yaml", ["progress=false"])
 
@@ -188,7 +188,11 @@ def test_ray_workers_give_the_local_values_bit_for_bit() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         evaluator = RayEvaluator(
-            build_family(config), config, num_workers=2, num_cpus_per_worker=1, sub_batch_size=1
+            build_family(config),
+            ComponentFactory(config),
+            num_workers=2,
+            num_cpus_per_worker=1,
+            sub_batch_size=1,
         )
         try:
             remote_values, remote_grad = one_step(evaluator)

@@ -1,17 +1,20 @@
 """The Ray backend: ES-MAML's population evaluated by a pool of Ray actors, fault tolerant.
 
 Each actor (:class:`EvaluationWorker`) builds its own family and adaptation operator once, at
-creation, from the experiment config (or a picklable factory). Protocol of one iteration
+creation, from a picklable factory (the trainer's is
+:class:`esmaml.training.builders.ComponentFactory`). Protocol of one iteration
 (one :meth:`RayEvaluator.evaluate` call):
 
 - driver -> object store, once: :class:`IterationInputs` = theta ``[D]``, the population seed,
   the :class:`PopulationSpec`, the task tensors ``{k: [n, ...]}``, the inner seed and the
-  committed observation-normalisation statistics. Never a noise tensor: workers regenerate
+  family's :meth:`~esmaml.tasks.base.TaskFamily.replica_state` (RL: the committed
+  observation-normalisation statistics). Never a noise tensor: workers regenerate
   the directions from the seed with ES-MAML's own arithmetic (``population_rows``).
 - driver -> worker, per sub-batch: that object's reference and a range of directions
   ``[start, stop)``; a sub-batch holds both members of each antithetic pair.
 - worker -> driver: :class:`SubBatchResult` = the values of the sub-batch's members, the
-  running statistics of the observations its rollouts saw, and its env steps.
+  family's :meth:`~esmaml.tasks.base.TaskFamily.collected_state` (RL: the running statistics
+  of the observations its rollouts saw), and its env steps.
 
 Sub-batches are handed out dynamically: a queue, one sub-batch per idle worker, ``ray.wait``
 for the first to finish. The driver merges statistics and steps in sub-batch order (not
@@ -44,7 +47,6 @@ import torch
 from torch import Tensor
 
 from esmaml.adaptation.base import AdaptationOperator
-from esmaml.config import ExperimentConfig
 from esmaml.evaluators.base import (
     EvaluationError,
     Evaluator,
@@ -53,23 +55,12 @@ from esmaml.evaluators.base import (
     population_rows,
     regenerate_noise,
 )
-from esmaml.rl.normalization import RunningStats
 from esmaml.tasks.base import TaskFamily, Tasks
 
 logger = logging.getLogger(__name__)
 
-#: What a worker builds its replicas from: the experiment config, or a picklable factory.
-Components = ExperimentConfig | Callable[[], tuple[TaskFamily, AdaptationOperator]]
-
-
-def build_components(components: Components) -> tuple[TaskFamily, AdaptationOperator]:
-    """The family and adaptation operator a worker evaluates with."""
-    if isinstance(components, ExperimentConfig):
-        from esmaml.training.builders import build_adaptation, build_family
-
-        return build_family(components), build_adaptation(components)
-    family, adaptation = components()
-    return family, adaptation
+#: What a worker builds its replicas from: a picklable zero-argument factory.
+Components = Callable[[], tuple[TaskFamily, AdaptationOperator]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class IterationInputs:
     spec: PopulationSpec
     tasks: Tasks
     inner_seed: int
-    normalizer: dict[str, Tensor] | None  # the committed RunningStats, as a state dict
+    replica_state: Any  # the driver family's replica_state()
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ class SubBatchResult:
     """What a worker returns for one sub-batch."""
 
     values: Tensor  # [R], in the order of spec.rows(range(start, stop))
-    observation_stats: RunningStats | None
+    collected_state: Any  # the worker family's collected_state()
     env_steps: int
 
 
@@ -97,7 +88,7 @@ class EvaluationWorker:
     """The body of a Ray actor: a family and an adaptation operator, built once."""
 
     def __init__(self, components: Components):
-        self.family, self.adaptation = build_components(components)
+        self.family, self.adaptation = components()
         self._noise_key: tuple[Any, ...] | None = None
         self._noise: Tensor | None = None
 
@@ -111,12 +102,9 @@ class EvaluationWorker:
         device = family.device
         theta = inputs.theta.to(device)
         tasks = {key: value.to(device) for key, value in inputs.tasks.items()}
-        normalizer = getattr(family, "normalizer", None)
-        if normalizer is not None and inputs.normalizer is not None:
-            # The driver's committed statistics; this sub-batch's observations start afresh.
-            stats = {key: value.to(device) for key, value in inputs.normalizer.items()}
-            pending = RunningStats.zeros(normalizer.dim, device).state_dict()
-            normalizer.load_state_dict({"stats": stats, "pending": pending})
+        # The driver's state (RL: committed statistics); what this sub-batch collects starts
+        # afresh.
+        family.load_replica_state(inputs.replica_state)
         key = (inputs.seed, spec, theta.shape[-1], theta.dtype)
         if key != self._noise_key:  # one draw per iteration, whatever the sub-batches
             self._noise = regenerate_noise(inputs.seed, spec, theta.shape[-1], device, theta.dtype)
@@ -124,7 +112,7 @@ class EvaluationWorker:
         assert self._noise is not None
         directions = range(start, stop)
         rows = torch.tensor(spec.rows(directions), device=device)
-        steps_before = int(getattr(family, "env_steps", 0))
+        steps_before = family.env_steps
         values = member_losses(
             family,
             self.adaptation,
@@ -138,8 +126,8 @@ class EvaluationWorker:
         )
         return SubBatchResult(
             values.detach().cpu(),
-            normalizer.pending if normalizer is not None else None,
-            int(getattr(family, "env_steps", 0)) - steps_before,
+            family.collected_state(),
+            family.env_steps - steps_before,
         )
 
 
@@ -182,11 +170,11 @@ class RayEvaluator(Evaluator):
     """Evaluates the population on ``num_workers`` Ray actors (see the module docstring).
 
     Args:
-        family: the driver's family: it receives the workers' observation statistics (into
-            ``normalizer.pending``) and env steps, and supplies the committed statistics.
-        components: what each worker builds its family and operator from: the
-            :class:`ExperimentConfig` (``build_family`` / ``build_adaptation`` run on the worker)
-            or a picklable zero-argument factory returning ``(family, adaptation)``.
+        family: the driver's family: it supplies its ``replica_state()`` to the workers and
+            receives their ``collected_state()`` (``merge_collected_state``) and env steps.
+        components: what each worker builds its family and operator from: a picklable
+            zero-argument factory returning ``(family, adaptation)``, e.g.
+            :class:`esmaml.training.builders.ComponentFactory` of a config.
         num_workers: actors in the pool.
         address: the cluster: ``None`` starts a new local one unless Ray is already
             initialised in this process (then that one is used); ``'auto'`` joins the cluster
@@ -336,14 +324,13 @@ class RayEvaluator(Evaluator):
         self, theta: Tensor, seed: int, tasks: Tasks, inner_seed: int, spec: PopulationSpec
     ) -> IterationInputs:
         """What one iteration sends to the workers (once): no noise, no population."""
-        normalizer = getattr(self.family, "normalizer", None)
         return IterationInputs(
             theta=theta.detach(),
             seed=int(seed),
             spec=spec,
             tasks=dict(tasks),
             inner_seed=int(inner_seed),
-            normalizer=None if normalizer is None else normalizer.stats.state_dict(),
+            replica_state=self.family.replica_state(),
         )
 
     def sub_batches(self, spec: PopulationSpec) -> list[tuple[int, int]]:
@@ -466,13 +453,9 @@ class RayEvaluator(Evaluator):
         dtype = next(iter(results.values())).values.dtype
         values = torch.full((spec.size,), math.nan, dtype=dtype)
         family = self.family
-        normalizer = getattr(family, "normalizer", None)
-        collect = getattr(family, "collect_statistics", True)
         for index in sorted(results):
             result = results[index]
             values[spec.rows(range(*batches[index]))] = result.values.to(dtype)
-            if normalizer is not None and collect and result.observation_stats is not None:
-                normalizer.observe(result.observation_stats)
-            if hasattr(family, "env_steps"):
-                family.env_steps += result.env_steps
+            family.merge_collected_state(result.collected_state)
+            family.env_steps += result.env_steps
         return values.to(family.device), lost

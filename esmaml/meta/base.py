@@ -16,10 +16,26 @@ from esmaml.tasks.base import TaskFamily, Tasks
 
 
 class MetaLearner(abc.ABC):
-    """Owns the meta-parameters theta and their optimizer; ``step(tasks)`` is one iteration."""
+    """Owns the meta-parameters theta and their optimizer; ``step(tasks)`` is one iteration.
 
+    The trainer builds a learner as ``cls(family=..., adaptation=..., optimizer=...,
+    generator=..., **meta.params)`` (see :mod:`esmaml.training.builders`); a learner with
+    ``owns_inner_loop`` is built as ``cls(family=..., meta_lr=..., optimizer=NAME, seed=...,
+    **meta.params)`` instead. Required: :meth:`step`, :meth:`parameters_flat`,
+    :meth:`state_dict`, :meth:`load_state_dict`. The rest has defaults.
+    """
+
+    #: The family the learner meta-trains on.
     family: TaskFamily
+    #: The operator held-out evaluations adapt with: the configured one, or the learner's own
+    #: inner loop (``owns_inner_loop``).
     adaptation: AdaptationOperator
+    #: The learner runs its own inner loop and optimizer (learn2learn's MAML): it gets no
+    #: adaptation operator or optimizer factory, but the optimizer's name and learning rate.
+    owns_inner_loop: bool = False
+    #: The learner takes ``evaluator=`` (an :class:`esmaml.evaluators.Evaluator`), so
+    #: ``evaluator.backend: ray`` can evaluate its population remotely.
+    takes_evaluator: bool = False
 
     @abc.abstractmethod
     def step(self, tasks: Tasks) -> dict[str, float]:

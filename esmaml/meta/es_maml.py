@@ -91,6 +91,8 @@ class ESMAML(MetaLearner):
             process); e.g. a :class:`esmaml.evaluators.RayEvaluator`. :meth:`close` closes it.
     """
 
+    takes_evaluator = True
+
     def __init__(
         self,
         family: TaskFamily,

@@ -6,8 +6,9 @@ For a batch of tasks ``T_1..T_n`` the meta-objective is
     U(theta, T) = theta - alpha * grad_theta L_support(T, theta)   (applied k times),
 
 differentiated through the inner steps (``learn2learn.algorithms.MAML(first_order=False)``).
-It works on any supervised family with a ``model`` (a :class:`~esmaml.models.FunctionalMLP`
-whose ``to_module()`` builds the matching ``nn.Sequential``) and ``x_support``/``y_support``/
+It works on any supervised family that defines ``as_module`` (e.g. through a
+:class:`~esmaml.models.FunctionalMLP`, whose ``to_module()`` builds the matching
+``nn.Sequential``) and ``x_support``/``y_support``/
 ``x_query``/``y_query`` task tensors: float targets give MSE (regression), integer targets
 cross-entropy (classification), as in :class:`~esmaml.tasks.sine.SineRegression` and
 :class:`~esmaml.tasks.fewshot.TasksetFamily`.
@@ -52,7 +53,7 @@ class L2LMAML(MetaLearner):
     """learn2learn's second-order MAML on a supervised task family.
 
     Args:
-        family: a supervised family with ``model.to_module()`` (differentiable).
+        family: a supervised family that defines ``as_module(params)`` (differentiable).
         meta_lr: outer learning rate (beta).
         alpha: inner (adaptation) learning rate.
         adaptation_steps: inner gradient steps k on the support set.
@@ -64,6 +65,8 @@ class L2LMAML(MetaLearner):
         grad_clip: clip the meta-gradient's global norm to this (None: no clipping).
         init_params: initial flat meta-parameters ``[D]`` (the family's layout).
     """
+
+    owns_inner_loop = True
 
     def __init__(
         self,
@@ -80,12 +83,6 @@ class L2LMAML(MetaLearner):
         init_params: Tensor | None = None,
     ):
         l2l = import_learn2learn()
-        model = getattr(family, "model", None)
-        if model is None or not hasattr(model, "to_module"):
-            raise TypeError(
-                f"L2LMAML needs a family with a FunctionalMLP `model` (to_module()); "
-                f"{type(family).__name__} has none"
-            )
         if not family.differentiable:
             raise ValueError(
                 f"{type(family).__name__} is not differentiable (non-differentiable activation or "
@@ -116,7 +113,13 @@ class L2LMAML(MetaLearner):
                 f"init_params must have shape ({family.num_params},), got "
                 f"{tuple(init_params.shape)}"
             )
-        module = model.to_module(init_params.detach().cpu()).to(family.device)
+        try:
+            module = family.as_module(init_params.detach().cpu()).to(family.device)
+        except NotImplementedError:
+            raise TypeError(
+                f"L2LMAML needs a family that defines as_module(params) (a torch.nn.Module of "
+                f"its model); {type(family).__name__} does not"
+            ) from None
         self.maml = l2l.algorithms.MAML(module, lr=self.alpha, first_order=self.first_order)
         if optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(

@@ -10,24 +10,80 @@ policy so that it acts exactly as before (see :mod:`esmaml.rl.normalization`).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from esmaml.rl.normalization import ObservationNormalizer
-from esmaml.rl.policies import MLPPolicy
+from esmaml.registry import import_module, resolve
+from esmaml.rl.normalization import ObservationNormalizer, RunningStats
+from esmaml.rl.policies import Policy
 from esmaml.rl.rollout import RolloutResult, rollout, rollout_gym
 from esmaml.seeding import substream
 from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks, check_task_ids
+
+
+@runtime_checkable
+class GymMetaEnv(Protocol):
+    """The task interface a gymnasium env offers to be a meta-RL task distribution (as the
+    MuJoCo meta-tasks of :mod:`envs.mujoco` do). Without it, the env is one task."""
+
+    task: Any  # set to one of sample_tasks' dicts before reset
+
+    def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+        """``n`` tasks, each a dict of numbers or arrays."""
+        ...
+
+
+def resolve_env(env: str) -> type | str:
+    """``task.params.env``: a batched env's class, or the gymnasium id to make.
+
+    ``env`` is a registered env name (``Navigation2D``, an entry point, ...), an import path
+    ``module:Name`` of a :class:`envs.BatchedMetaEnv` or ``gymnasium.Env`` class, or a
+    gymnasium id (``esmaml/Name-v0``, ``CartPole-v1``, or ``module:Some-v0``, which imports
+    ``module`` first so it can register the id, as ``gymnasium.make`` does).
+    """
+    import gymnasium
+
+    import envs  # noqa: F401 - registers the esmaml/... ids
+    from envs.core import BatchedMetaEnv
+
+    if not isinstance(env, str):
+        raise TypeError(f"env must be a string, got {type(env).__name__}")
+    module, _, rest = env.rpartition(":")
+    if "/" in rest or re.search(r"-v\d+$", rest):  # a gymnasium id
+        if module:
+            import_module(module, f"task.params.env={env!r}")
+        if rest.startswith("esmaml/"):  # esmaml's own: by name (torch-native ones batched)
+            env = rest.split("/", 1)[1].rsplit("-v", 1)[0]
+        elif rest in gymnasium.registry:
+            return rest
+        else:
+            raise ValueError(
+                f"env={env!r} is not a registered gymnasium id; write module:{rest} to import "
+                "the module that registers it, or give a registered name or module:Class"
+            )
+    target = resolve("envs", env, "task.params.env")
+    if issubclass(target, BatchedMetaEnv):
+        return target
+    entry_point = f"{target.__module__}:{target.__qualname__}"
+    for env_id, spec in gymnasium.registry.items():
+        if spec.entry_point == entry_point:
+            return env_id
+    env_id = f"esmaml-user/{target.__module__}.{target.__qualname__}-v0"
+    gymnasium.register(id=env_id, entry_point=target)
+    return env_id
 
 
 class RLFamily(TaskFamily):
     """Meta-RL on a registered esmaml environment.
 
     Args:
-        env: a torch-native env name (``Navigation2D``, ``FourCorners``, ``SixCircles``,
+        env: a registered env name, ``module:Name`` of a :class:`envs.BatchedMetaEnv` or
+            ``gymnasium.Env`` class, or a gymnasium id (see :func:`resolve_env`). Built in: the
+            torch-native ``Navigation2D``, ``FourCorners``, ``SixCircles``,
             ``PointMassGoalVelocity``, ``MetaPendulum``, ``MetaCartPole``) or a MuJoCo meta-task
             (``HalfCheetahForwardBackward``, ``HalfCheetahGoalVelocity``, ``AntForwardBackward``,
             ``AntDirection``; on the CPU, stepped by MuJoCo's threaded batch, see
@@ -57,6 +113,8 @@ class RLFamily(TaskFamily):
             chunks of ``gym_chunk``, CPU).
         mujoco_threads: physics threads of the batch (default: the cores given to the
             process, or to the Ray worker).
+        policy: the policy class, by registered name (``mlp``: :class:`MLPPolicy`) or
+            ``module:Name`` of an :class:`esmaml.rl.policies.Policy`.
     """
 
     stochastic = True
@@ -77,32 +135,30 @@ class RLFamily(TaskFamily):
         parametrization: str = "scaled",
         mujoco_backend: str = "batch",
         mujoco_threads: int | None = None,
+        policy: str = "mlp",
     ):
-        import envs as env_registry
-
         self._device = torch.device(device)
         self.episodes = int(episodes)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         self.gym_chunk = int(gym_chunk)
         params = dict(env_params or {})
-        name = env.split("/")[1].rsplit("-", 1)[0] if env.startswith("esmaml/") else env
-        if name in env_registry.BATCHED_ENVS:
+        target = resolve_env(env)
+        self.meta_env = True
+        if not isinstance(target, str):
             # Per-step NaN checks cost a host sync; a NaN policy output still surfaces as a NaN
             # return, which the zero-order NaN policy catches.
             params.setdefault("check_finite", False)
-            self.env = env_registry.make_batched_env(name, **params)
+            self.env = target(**params)
             self.gym_id = None
             obs_dim, act_dim = self.env.observation_dim, self.env.action_dim
             low, high = self.env.action_low, self.env.action_high
             default_horizon = self.env.max_episode_steps
         else:
-            mujoco_ids = {i.split("/")[1].rsplit("-", 1)[0]: i for i in env_registry.MUJOCO_ENV_IDS}
-            if name not in mujoco_ids:
-                valid = sorted([*env_registry.BATCHED_ENVS, *mujoco_ids])
-                raise ValueError(
-                    f"env={env!r} is not a registered esmaml environment; valid: {', '.join(valid)}"
-                )
+            from envs.registration import MUJOCO_ENV_IDS
+
+            if target not in MUJOCO_ENV_IDS:
+                mujoco_backend = "gymnasium"  # the batched paths know esmaml's MuJoCo tasks only
             if mujoco_backend not in ("batch", "warp", "gymnasium"):
                 raise ValueError(
                     f"mujoco_backend must be 'batch', 'warp' or 'gymnasium', got {mujoco_backend!r}"
@@ -129,9 +185,11 @@ class RLFamily(TaskFamily):
             self._warp_batches: dict[int, Any] = {}
             import gymnasium
 
-            self.gym_id = mujoco_ids[name]
+            self.gym_id = target
             self.gym_params = params
             self.env = gymnasium.make(self.gym_id, **params).unwrapped
+            # A plain gymnasium env (no task interface) is a one-task distribution.
+            self.meta_env = isinstance(self.env, GymMetaEnv)
             obs_dim = int(self.env.observation_space.shape[0])
             act_dim = int(self.env.action_space.shape[0])
             low, high = (
@@ -156,7 +214,10 @@ class RLFamily(TaskFamily):
             # make_vec otherwise wraps each sub-env in the spec's TimeLimit, which would cut a
             # longer horizon short; a limit the user set in env_params is theirs to keep.
             self.gym_params.setdefault("max_episode_steps", self.horizon)
-        self.policy = MLPPolicy(obs_dim, act_dim, hidden, activation, low, high, parametrization)
+        policy_class = resolve("policies", policy, "task.params.policy")
+        self.policy: Policy = policy_class(
+            obs_dim, act_dim, hidden, activation, low, high, parametrization
+        )
         self.num_params = self.policy.num_params
         modes = {
             True: "preserving",
@@ -168,6 +229,15 @@ class RLFamily(TaskFamily):
             raise ValueError(
                 f"normalize_observations={normalize_observations!r} is not valid; valid: true "
                 "(preserving), false, preserving, reference, legacy"
+            )
+        if (
+            normalize_observations in (True, "preserving")
+            and type(self.policy).rebase_input is Policy.rebase_input
+        ):
+            raise ValueError(
+                f"policy={policy!r} does not define rebase_input, which "
+                "normalize_observations=preserving needs; set normalize_observations to "
+                "reference or false"
             )
         self.normalizer = ObservationNormalizer(
             obs_dim,
@@ -190,6 +260,8 @@ class RLFamily(TaskFamily):
     ) -> Tasks:
         if self.gym_id is None:
             return self.env.sample_task_params(n, generator, device=self._device)
+        if not self.meta_env:
+            return {"task": torch.zeros(n, 1)}
         from envs import tasks_to_params
 
         # The two splits of one generator draw from separate streams.
@@ -267,7 +339,7 @@ class RLFamily(TaskFamily):
 
         from envs import params_to_tasks
 
-        task_list = params_to_tasks(tasks)
+        task_list = params_to_tasks(tasks) if self.meta_env else [{}] * len(tasks["task"])
         seed = (
             int(torch.randint(0, 2**31 - 1, (), generator=generator))
             if generator is not None
@@ -366,3 +438,28 @@ class RLFamily(TaskFamily):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.normalizer.load_state_dict(state["normalizer"])
+
+    def replica_state(self) -> dict[str, Tensor]:
+        """The committed observation statistics (as a state dict)."""
+        return self.normalizer.stats.state_dict()
+
+    def load_replica_state(self, state: dict[str, Tensor] | None) -> None:
+        """Adopt the driver's committed statistics; pending ones start afresh."""
+        if state is None:
+            return
+        stats = {key: value.to(self._device) for key, value in state.items()}
+        pending = RunningStats.zeros(self.normalizer.dim, self._device).state_dict()
+        self.normalizer.load_state_dict({"stats": stats, "pending": pending})
+
+    def collected_state(self) -> RunningStats:
+        """The statistics of the observations seen since :meth:`load_replica_state`."""
+        return self.normalizer.pending
+
+    def merge_collected_state(self, state: RunningStats | None) -> None:
+        if state is not None and self.collect_statistics:
+            self.normalizer.observe(state)
+
+    def close(self) -> None:
+        """Drop the MuJoCo batches (rebuilt on the next rollout) and the gymnasium env."""
+        if self.gym_id is not None:
+            self._mujoco_batch, self._warp_batches = None, {}

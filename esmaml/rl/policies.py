@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,7 +18,48 @@ from esmaml.models import FunctionalMLP
 PARAMETRIZATIONS: tuple[str, ...] = ("scaled", "reference")
 
 
-class MLPPolicy:
+class Policy(abc.ABC):
+    """A deterministic policy on flat parameter vectors ``[N, D]``, batched over a population.
+
+    :class:`esmaml.rl.family.RLFamily` builds it as ``cls(observation_dim, action_dim, hidden,
+    activation, action_low, action_high, parametrization)`` from ``task.params`` (a policy may
+    ignore what it does not use) and sets ``task.params.policy`` to its name or
+    ``module:Name``. Required: ``num_params``, :meth:`init_params` and :meth:`bind`.
+    """
+
+    #: Length D of the flat parameter vector.
+    num_params: int
+    observation_dim: int
+    action_dim: int
+
+    @abc.abstractmethod
+    def init_params(self, generator: torch.Generator | None = None) -> Tensor:
+        """A fresh flat parameter vector ``[D]``."""
+
+    @abc.abstractmethod
+    def bind(self, params: Tensor) -> Callable[[Tensor], Tensor]:
+        """``obs [N, E, obs_dim] -> action [N, E, act_dim]`` for fixed ``params [N, D]``."""
+
+    def act(self, params: Tensor, obs: Tensor) -> Tensor:
+        """One call of :meth:`bind`'s function."""
+        return self.bind(params)(obs)
+
+    @property
+    def widest_layer(self) -> int:
+        """The widest activation of the network (sizes the batched MuJoCo path's blocks).
+        Default: the wider of the observation and the action."""
+        return max(self.observation_dim, self.action_dim)
+
+    def rebase_input(
+        self, params: Tensor, old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """``params`` re-expressed for inputs normalised by ``new = (mean', inv_std')`` instead
+        of ``old``, so the policy computes the same function of the raw observation
+        (``normalize_observations: preserving`` needs it). Default: not available."""
+        raise NotImplementedError(f"{type(self).__name__} does not define rebase_input")
+
+
+class MLPPolicy(Policy):
     """A linear (``hidden=()``) or MLP policy with a tanh output.
 
     Parametrizations:
@@ -86,8 +128,9 @@ class MLPPolicy:
         named[f"{2 * last}.bias"].zero_()
         return params
 
-    def act(self, params: Tensor, obs: Tensor) -> Tensor:
-        return self.bind(params)(obs)
+    @property
+    def widest_layer(self) -> int:
+        return max(self.net.sizes)
 
     def bind(self, params: Tensor) -> Callable[[Tensor], Tensor]:
         """``obs [N, E, obs_dim] -> action [N, E, act_dim]`` for fixed ``params [N, D]``.

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from esmaml.rl.normalization import RunningStats
-from esmaml.rl.policies import MLPPolicy
+from esmaml.rl.policies import Policy
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class RolloutResult:
 
 def rollout(
     env: Any,
-    policy: MLPPolicy,
+    policy: Policy,
     params: Tensor,
     task: Mapping[str, Tensor],
     *,
@@ -119,7 +119,7 @@ def _unchecked(env: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
 
 def rollout_gym(
     make_vector_env: Callable[[int], Any],
-    policy: MLPPolicy,
+    policy: Policy,
     params: Tensor,
     tasks: list[dict[str, Any]],
     *,

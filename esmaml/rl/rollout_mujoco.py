@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from esmaml.rl.normalization import RunningStats
-from esmaml.rl.policies import MLPPolicy
+from esmaml.rl.policies import Policy
 from esmaml.rl.rollout import RolloutResult, _frozen
 
 __all__ = ["rollout_mujoco", "rollout_mujoco_warp"]
@@ -56,7 +56,7 @@ def _policy_blocks(rows: int, widest: int) -> tuple[list[slice], int]:
 
 def rollout_mujoco(
     batch: Any,
-    policy: MLPPolicy,
+    policy: Policy,
     params: Tensor,
     tasks: Sequence[Mapping[str, Any]],
     *,
@@ -93,7 +93,7 @@ def rollout_mujoco(
     batch.set_tasks([tasks[i] for i in range(n) for _ in range(episodes)], ids)
     obs_np = batch.reset([row_seeds[i] * 1000 + e for i in range(n) for e in range(episodes)], ids)
     dtype = params.dtype
-    blocks, padded = _policy_blocks(rows, max(policy.net.sizes))
+    blocks, padded = _policy_blocks(rows, policy.widest_layer)
     row_params = torch.zeros(padded, params.shape[1], dtype=dtype, device=params.device)
     row_params[:rows] = params.repeat_interleave(episodes, 0)
     acts = [policy.bind(row_params[block]) for block in blocks]
@@ -146,7 +146,7 @@ def rollout_mujoco(
 
 def rollout_mujoco_warp(
     batch: Any,
-    policy: MLPPolicy,
+    policy: Policy,
     params: Tensor,
     tasks: Sequence[Mapping[str, Any]],
     *,

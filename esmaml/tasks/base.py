@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -29,7 +29,12 @@ PHASES: tuple[str, ...] = ("adapt", "query")
 
 
 class TaskFamily(abc.ABC):
-    """A distribution over tasks with a batched loss on flat parameter vectors."""
+    """A distribution over tasks with a batched loss on flat parameter vectors.
+
+    A family must define ``num_params``, :meth:`init_params`, :meth:`sample_tasks` and
+    :meth:`loss`. Everything else is optional, with the default documented on each member:
+    the trainer, the evaluators and the meta-learners call these and never probe for others.
+    """
 
     #: Length D of the flat parameter vector.
     num_params: int
@@ -100,7 +105,46 @@ class TaskFamily(abc.ABC):
 
     @property
     def device(self) -> torch.device:
+        """Where the family's tensors live. Default: the CPU."""
         return torch.device("cpu")
+
+    #: Environment steps taken so far (RL); the trainer logs the increments. Default: 0.
+    env_steps: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The family's own state to checkpoint (e.g. observation statistics), tensors and
+        plain values only. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - no state
+        """Restore :meth:`state_dict`'s output on resume. Default: nothing to restore."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op unless the family holds resources
+        """Release simulators, files or workers when training ends; a family used again after
+        ``close`` must reopen them. Default: nothing to release."""
+
+    def as_module(self, params: Tensor) -> torch.nn.Module:
+        """The model as a ``torch.nn.Module`` holding the flat ``params [D]`` (learn2learn's
+        MAML needs one). Default: not available (raises NotImplementedError)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define as_module(params)")
+
+    # -- remote replicas (evaluator.backend: ray) ---------------------------------------------
+    def replica_state(self) -> Any:
+        """What a remote copy of the family needs from this one before it evaluates (RL: the
+        committed observation statistics); picklable. Default: None."""
+        return None
+
+    def load_replica_state(self, state: Any) -> None:  # noqa: B027 - nothing to receive
+        """Adopt :meth:`replica_state` of the driver's family, in a worker. Default: no-op."""
+
+    def collected_state(self) -> Any:
+        """What this (remote) copy gathered while evaluating since :meth:`load_replica_state`
+        (RL: the observation statistics of its rollouts); picklable. Default: None."""
+        return None
+
+    def merge_collected_state(self, state: Any) -> None:  # noqa: B027 - nothing to merge
+        """Fold a worker's :meth:`collected_state` into the driver's family, as if this
+        family had run the worker's evaluations. Default: no-op."""
 
 
 def validate_tasks(

@@ -162,6 +162,9 @@ class SineRegression(TaskFamily):
         return self
 
     # -- protocol ----------------------------------------------------------------------------
+    def as_module(self, params: Tensor) -> torch.nn.Module:
+        return self.model.to_module(params)
+
     def init_params(self, generator: torch.Generator | None = None) -> Tensor:
         """nn.Linear's default init, flattened: ``[D]`` on the family's device."""
         return self.model.init_params(generator).to(self._device)

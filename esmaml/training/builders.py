@@ -1,10 +1,11 @@
-"""Config -> components. Registries name every component by a short string; entries are
-``module:attribute`` paths imported on demand, so optional extras (learn2learn, MuJoCo, Ray)
-are imported only by the runs that use them."""
+"""Config -> components. Every component a config names is resolved through
+:mod:`esmaml.registry`: a short name (built-in, registered, or an installed entry point) or an
+import path ``module:Name`` found from the current directory."""
 
 from __future__ import annotations
 
-import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,49 +13,20 @@ import torch
 
 from esmaml.adaptation.base import AdaptationOperator
 from esmaml.config import ConfigError, ExperimentConfig, check_device_available, check_params
-from esmaml.evaluators import learner_arguments
 from esmaml.meta.base import MetaLearner
 from esmaml.models import check_hidden
+from esmaml.registry import KINDS, resolve
 from esmaml.tasks.base import TaskFamily
 
-FAMILIES: dict[str, str] = {
-    "sine": "esmaml.tasks.sine:SineRegression",
-    "nondiff_sine": "esmaml.tasks.sine:NonDifferentiableSine",
-    "fewshot": "esmaml.training.builders:fewshot_family",
-    "rl": "esmaml.rl.family:RLFamily",
-}
-OPERATORS: dict[str, str] = {
-    "es_gradient": "esmaml.adaptation.es_gradient:ESGradientAdaptation",
-    "hill_climbing": "esmaml.adaptation.hill_climbing:HillClimbingAdaptation",
-    "gradient_descent": "esmaml.adaptation.gradient_descent:GradientDescentAdaptation",
-    "identity": "esmaml.adaptation.gradient_descent:IdentityAdaptation",
-    "policy_gradient": "esmaml.adaptation.policy_gradient:PolicyGradientAdaptation",
-}
-ALGORITHMS: dict[str, str] = {
-    "es_maml": "esmaml.meta.es_maml:ESMAML",
-    "first_order": "esmaml.meta.first_order:FirstOrderESMAML",
-    "l2l_maml": "esmaml.meta.l2l_maml:L2LMAML",
-    "pg_maml": "esmaml.meta.pg_maml:PGMAML",
-}
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-}
-
-
-def resolve(registry: dict[str, str], kind: str, name: str) -> Callable[..., Any]:
-    if name not in registry:
-        from esmaml.config import _near
-
-        raise ConfigError(f"{kind}={name!r} is unknown{_near(name, list(registry))}")
-    module, _, attribute = registry[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+# The built-in names of each kind (see esmaml.registry.KINDS for all of them).
+FAMILIES: dict[str, str] = KINDS["tasks"].builtins
+OPERATORS: dict[str, str] = KINDS["adaptation"].builtins
+ALGORITHMS: dict[str, str] = KINDS["meta"].builtins
 
 
 def build_family(config: ExperimentConfig) -> TaskFamily:
     check_device_available(config.device)
-    factory = resolve(FAMILIES, "task.family", config.task.family)
+    factory = resolve("tasks", config.task.family)
     if "hidden" in config.task.params:  # every family's MLP; named here, with its valid form
         try:
             check_hidden(config.task.params["hidden"], "task.params.hidden")
@@ -67,7 +39,7 @@ def build_family(config: ExperimentConfig) -> TaskFamily:
 
 
 def build_adaptation(config: ExperimentConfig) -> AdaptationOperator:
-    factory = resolve(OPERATORS, "adaptation.operator", config.adaptation.operator)
+    factory = resolve("adaptation", config.adaptation.operator)
     params = check_params("adaptation.params", factory, config.adaptation.params)
     return construct("adaptation.params", factory, params)
 
@@ -75,12 +47,7 @@ def build_adaptation(config: ExperimentConfig) -> AdaptationOperator:
 def build_optimizer(
     config: ExperimentConfig,
 ) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
-    name = config.optimizer.name
-    if name not in OPTIMIZERS:
-        from esmaml.config import _near
-
-        raise ConfigError(f"optimizer.name={name!r} is unknown{_near(name, list(OPTIMIZERS))}")
-    cls = OPTIMIZERS[name]
+    cls = resolve("optimizers", config.optimizer.name)
     extra = check_params("optimizer.params", cls, config.optimizer.params, skip=("params", "lr"))
     return lambda params: cls(params, lr=config.optimizer.lr, **extra)
 
@@ -91,10 +58,10 @@ def build_learner(
     adaptation: AdaptationOperator,
     generator: torch.Generator,
 ) -> MetaLearner:
-    factory = resolve(ALGORITHMS, "meta.algorithm", config.meta.algorithm)
+    factory = resolve("meta", config.meta.algorithm)
     # evaluator.backend=ray: a RayEvaluator (ES-MAML only; its workers start on first use).
-    evaluator = learner_arguments(config, family, config.meta.params)
-    if config.meta.algorithm == "l2l_maml":
+    evaluator = learner_arguments(config, factory, family, config.meta.params)
+    if factory.owns_inner_loop:
         # learn2learn's MAML owns its inner loop (meta.params alpha, adaptation_steps) and its
         # optimizer; the optimizer section gives the outer optimizer and learning rate.
         params = check_params(
@@ -103,7 +70,8 @@ def build_learner(
             config.meta.params,
             skip=("family", "meta_lr", "optimizer", "seed", "init_params"),
         )
-        check_l2l_sections(config, params)
+        if config.meta.algorithm == "l2l_maml":
+            check_l2l_sections(config, params)
         return construct(
             "meta.params",
             factory,
@@ -133,6 +101,72 @@ def build_learner(
             **evaluator,
         },
     )
+
+
+def learner_arguments(
+    config: ExperimentConfig,
+    algorithm: type[MetaLearner],
+    family: TaskFamily,
+    meta_params: dict[str, Any],
+) -> dict[str, Any]:
+    """Keyword arguments for the meta-learner from ``config.evaluator``: none for the local
+    backend; for Ray, ``evaluator=RayEvaluator(...)`` (not started yet) and, when failed
+    evaluations may be dropped, ``nan_policy='drop'``. Raises ConfigError on a bad section."""
+    section = config.evaluator
+    if section.backend == "local":
+        if section.params:
+            raise ConfigError(
+                "evaluator.params configures the ray backend; the local backend takes none "
+                f"(got {', '.join(sorted(section.params))}); set evaluator.backend=ray"
+            )
+        return {}
+    if not algorithm.takes_evaluator:
+        raise ConfigError(
+            f"evaluator.backend=ray supports meta.algorithm=es_maml, not {config.meta.algorithm!r}"
+        )
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError("evaluator.backend=ray needs Ray: pip install 'esmaml[ray]'") from None
+    from esmaml.evaluators.ray_backend import RayEvaluator
+
+    params = check_params(
+        "evaluator.params", RayEvaluator, section.params, skip=("family", "components")
+    )
+    try:
+        evaluator = RayEvaluator(family, ComponentFactory(config), **params)
+    except ValueError as error:
+        raise ConfigError(f"evaluator.params: {error}") from None
+    arguments: dict[str, Any] = {"evaluator": evaluator}
+    if evaluator.max_failed_fraction > 0:
+        if meta_params.get("nan_policy", "drop") != "drop":
+            raise ConfigError(
+                "evaluator.params.max_failed_fraction > 0 drops failed evaluations, which needs "
+                f"meta.params.nan_policy=drop, not {meta_params['nan_policy']!r}"
+            )
+        arguments["nan_policy"] = "drop"
+    return arguments
+
+
+class ComponentFactory:
+    """A picklable ``() -> (family, adaptation)`` of a config, for remote workers (Ray).
+
+    It carries the config as plain data and the directories import paths were resolved from
+    (the driver's working directory), which it puts on the worker's ``sys.path`` before it
+    resolves anything: a worker finds ``module:Name`` components wherever it runs. Components
+    added with :func:`esmaml.register` exist only in the driver's process: name them by import
+    path or entry point for remote workers.
+    """
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self.search_path = [os.getcwd()]
+
+    def __call__(self) -> tuple[TaskFamily, AdaptationOperator]:
+        for directory in reversed(self.search_path):
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+        return build_family(self.config), build_adaptation(self.config)
 
 
 def check_l2l_sections(config: ExperimentConfig, meta_params: dict[str, Any]) -> None:
@@ -172,6 +206,8 @@ def construct(where: str, factory: Callable[..., Any], params: dict[str, Any]) -
     """``factory(**params)``; a bad value is a ConfigError naming the config section."""
     try:
         return factory(**params)
+    except ConfigError:
+        raise  # already names its key (e.g. task.params.env)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{where}: {error}") from error
 

@@ -163,6 +163,7 @@ class Trainer:
         self.wandb_id: str | None = None
         self.checkpoint_path: Path | None = None
         self._stop_signal: int | None = None
+        self._resume_changes: dict[str, Any] | None = None  # set by a resume from a checkpoint
         self.writer = writer
         # Only now that every component built: a bad config leaves no run directory behind.
         self._lock: RunDirLock | None = None
@@ -210,14 +211,13 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self, iteration: int) -> dict[str, Any]:
         """Everything a resume needs to recompute iteration ``iteration`` on exactly."""
-        family_state = self.family.state_dict() if hasattr(self.family, "state_dict") else None
         return {
             "iteration": iteration,
             "learner": self.learner.state_dict(),
             "generator": self.generator.get_state(),
             "rng": rng_state(),
             "sampler": self.sampler.state_dict(),
-            "family": family_state,
+            "family": self.family.state_dict(),
             "elapsed": self.elapsed,
             "totals": dict(self.totals),
             "wandb_id": self.wandb_id,
@@ -255,7 +255,7 @@ class Trainer:
             self.learner.load_state_dict(state["learner"])
             self.generator.set_state(state["generator"])
             self.sampler.load_state_dict(state["sampler"])
-            if state.get("family") is not None and hasattr(self.family, "load_state_dict"):
+            if state.get("family") is not None:
                 self.family.load_state_dict(state["family"])
             if state.get("rng") is not None:
                 set_rng_state(state["rng"])
@@ -283,7 +283,7 @@ class Trainer:
 
     def _record_resume(self) -> None:
         """Append this resume to resumes.jsonl and save the config it runs with."""
-        changes = getattr(self, "_resume_changes", None)
+        changes = self._resume_changes
         if changes is None:  # no checkpoint: every row is recomputed, compare with config.yaml
             try:
                 before = load_config(self.run_dir / CONFIG_FILE)
@@ -310,7 +310,7 @@ class Trainer:
     def evaluation_adaptation(self) -> AdaptationOperator:
         """The operator evaluations adapt with: the learner's own when it has one
         (learn2learn MAML's inner loop), else the configured one."""
-        return getattr(self.learner, "adaptation", None) or self.adaptation
+        return self.learner.adaptation
 
     def evaluate(
         self, num_tasks: int | None = None, num_steps: int | None = None, split: str = "test"
@@ -439,7 +439,7 @@ class Trainer:
         saved = self.start_iteration if self.checkpoint_path is not None else None
         last_eval: Evaluation | None = None
         progress = Progress(config.iterations, self.start_iteration, config.progress, config.name)
-        env_steps_before = float(getattr(self.family, "env_steps", 0))
+        env_steps_before = float(self.family.env_steps)
         try:
             wandb = self._start_wandb()
             if fresh and config.evaluation.initial:
@@ -447,7 +447,7 @@ class Trainer:
                 writer.write(initial)
                 wandb.log(initial, step=0)
                 self._log_evaluation(wandb, evaluation, 0)
-                env_steps_before = float(getattr(self.family, "env_steps", 0))
+                env_steps_before = float(self.family.env_steps)
             for iteration in range(self.start_iteration, config.iterations):
                 if self._stop_signal is not None:
                     break
@@ -458,7 +458,7 @@ class Trainer:
                 metrics = self.learner.step(tasks)
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
-                env_steps = float(getattr(self.family, "env_steps", 0)) - env_steps_before
+                env_steps = float(self.family.env_steps) - env_steps_before
                 env_steps_before += env_steps
                 self.totals["queries_total"] += metrics.get("queries", 0.0)
                 self.totals["env_steps_total"] += env_steps
@@ -485,7 +485,7 @@ class Trainer:
                     row.update(self.evaluate(split="train").summary("train_eval"))
                     self._log_evaluation(wandb, last_eval, iteration + 1)
                     # Evaluation rollouts are not training env steps.
-                    env_steps_before = float(getattr(self.family, "env_steps", 0))
+                    env_steps_before = float(self.family.env_steps)
                 writer.write(row)
                 wandb.log(row, step=iteration + 1)  # wandb's step: meta-updates done
                 progress.update(row)
@@ -507,6 +507,7 @@ class Trainer:
             progress.close()
             writer.close()
             self.learner.close()  # e.g. ES-MAML's Ray workers
+            self.family.close()
         # A signal during the last iteration stopped nothing: the run is complete, so it ends
         # as one (summary, exit 0) rather than as a preempted run that has nothing to resume.
         if self._stop_signal is not None and completed < config.iterations:

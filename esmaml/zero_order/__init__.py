@@ -13,6 +13,8 @@ import sys
 import types
 from typing import Any
 
+# The module twin lives beside the decorator, as in torchopt.diff.zero_order.
+from esmaml.zero_order import nn
 from esmaml.zero_order.decorator import ZeroOrder, ZeroOrderFunction, ZeroOrderStats, zero_order
 from esmaml.zero_order.estimators import (
     METHODS,
@@ -24,6 +26,7 @@ from esmaml.zero_order.estimators import (
     shape_fitness,
 )
 from esmaml.zero_order.evaluation import BATCH_MODES, PopulationEvaluator
+from esmaml.zero_order.nn import ZeroOrderGradientModule
 from esmaml.zero_order.noise import (
     NOISE_KINDS,
     draw_seed,
@@ -58,20 +61,6 @@ __all__ = [
     "shape_fitness",
     "zero_order",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # As in torchopt.diff.zero_order: the module twin lives beside the decorator. Imported on
-    # first use, because esmaml.nn imports this package.
-    if name == "nn":
-        import esmaml.nn
-
-        return esmaml.nn
-    if name == "ZeroOrderGradientModule":
-        from esmaml.nn import ZeroOrderGradientModule
-
-        return ZeroOrderGradientModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):
