@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import envs.registration as registration
 from envs.core import BatchedMetaEnv
 from esmaml.adaptation.es_gradient import ESGradientAdaptation
 from esmaml.adaptation.policy_gradient import PolicyGradientAdaptation
 from esmaml.config import load_config
 from esmaml.meta.pg_maml import PGMAML
+from esmaml.registry import KINDS
 from esmaml.rl import RLFamily
 from esmaml.rl.episodes import Episodes, advantages
 from esmaml.training.trainer import Trainer
@@ -67,7 +67,8 @@ def exact_gradients() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @pytest.fixture
 def bandit(monkeypatch: pytest.MonkeyPatch) -> RLFamily:
-    monkeypatch.setitem(registration.BATCHED_ENVS, "GaussianBandit", GaussianBandit)
+    # Registered for this test only (esmaml.register would keep it for the whole session).
+    monkeypatch.setitem(KINDS["envs"].registered, "GaussianBandit", GaussianBandit)
     return RLFamily("GaussianBandit", normalize_observations=False, parametrization="reference")
 
 
