@@ -3,7 +3,7 @@
     esmaml train CONFIG [key=value ...] [--run-dir DIR]
     esmaml train --resume RUN_DIR [key=value ...]
     esmaml evaluate RUN_DIR [--num-tasks N] [--steps K [K ...]] [--split test|train]
-    esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR]
+    esmaml plot RUN_DIR [RUN_DIR ...] [--out DIR] [--band]
     esmaml sweep CONFIG --seeds N [key=v1,v2 ...] [--jobs J] [--address ADDR] [--out DIR]
     esmaml list [KIND ...]
 
@@ -91,8 +91,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from esmaml.plotting import plot_runs
+    from esmaml.plotting import plot_band, plot_runs
 
+    if args.band:
+        path = plot_band(args.run_dirs, args.out, command=args.command_line)
+        print(f"wrote {path} (+ {path.with_suffix('.txt').name})")
+        return 0
     for path in plot_runs(args.run_dirs, args.out, command=args.command_line):
         print(f"wrote {path} (+ {path.with_suffix('.txt').name})")
     return 0
@@ -185,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument(
         "--out", help="output directory (default: the run dir, or the one holding the runs)"
+    )
+    plot.add_argument(
+        "--band",
+        action="store_true",
+        help="group the runs by config (seed aside): mean over seeds with a 95%% t-band",
     )
     plot.set_defaults(handler=_plot)
 

@@ -7,7 +7,10 @@ Figures (PNG, matplotlib's Agg canvas: no display, no pyplot global state):
 - ``eval_vs_time.png``: the same against the cumulative meta-training wall clock (``time_s``);
 - ``meta_objective.png``: the meta-objective of every iteration;
 - ``adaptation_steps.png``: post-adaptation loss against the number of adaptation steps, for the
-  runs that have an ``eval.json`` from ``esmaml evaluate --steps ...``.
+  runs that have an ``eval.json`` from ``esmaml evaluate --steps ...``;
+- ``eval_band.png`` (``esmaml plot --band``): runs grouped by their config without the seed; per
+  group the mean over seeds of the held-out post-adaptation return (RL) or loss against the
+  meta-updates, with a shaded 95% Student-t confidence band across seeds.
 
 Each PNG gets a sidecar ``.txt`` naming the runs (paths), the command that made it and what is
 plotted, and its title names the runs. Several runs share a figure, one colour per run.
@@ -271,3 +274,82 @@ def plot_runs(
             )
         )
     return written
+
+
+def _config_key(run: RunData) -> str:
+    """The run's config.yaml without its seed: runs with equal keys are seeds of one setup."""
+    import yaml
+
+    path = run.path / "config.yaml"
+    if not path.is_file():
+        raise PlotError(f"{str(run.path)!r} has no config.yaml: --band groups runs by config")
+    config = yaml.safe_load(path.read_text()) or {}
+    config.pop("seed", None)
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def band_groups(runs: list[RunData]) -> dict[str, list[RunData]]:
+    """Runs grouped by config (seed aside), labelled by config name (and a number if two
+    groups share one)."""
+    import yaml
+
+    grouped: dict[str, list[RunData]] = {}
+    for run in runs:
+        grouped.setdefault(_config_key(run), []).append(run)
+    labelled: dict[str, list[RunData]] = {}
+    for index, members in enumerate(grouped.values()):
+        name = (yaml.safe_load((members[0].path / "config.yaml").read_text()) or {}).get("name")
+        label = str(name or members[0].label)
+        if label in labelled:
+            label = f"{label} ({index + 1})"
+        labelled[label] = members
+    return labelled
+
+
+def band_series(runs: list[RunData], y: str) -> tuple[list[float], list[Any]]:
+    """``(updates, intervals)`` at the updates every run of the group evaluated at."""
+    from esmaml.sweep import seed_interval
+
+    curves = [dict(zip(*run.series("updates", y))) for run in runs]
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    return common, [seed_interval([c[x] for c in curves]) for x in common]
+
+
+def plot_band(run_dirs: Sequence[str | Path], out: str | Path | None, *, command: str) -> Path:
+    """``eval_band.png``: mean and 95% t-band across seeds per config group."""
+    from matplotlib.figure import Figure
+
+    runs = [load_run(path) for path in run_dirs]
+    _labels(runs)
+    groups = band_groups(runs)
+    returns = all(run.series("updates", "eval_return_post_adaptation")[0] for run in runs)
+    y = "eval_return_post_adaptation" if returns else "eval_post_adaptation"
+    figure = Figure(figsize=(7, 4.6), layout="constrained")
+    ax = figure.subplots()
+    for index, (label, members) in enumerate(groups.items()):
+        xs, intervals = band_series(members, y)
+        if not xs:
+            raise PlotError(f"the runs of {label} share no evaluated update (metrics {y})")
+        colour = f"C{index % 10}"
+        means = [i.mean for i in intervals]
+        ax.plot(xs, means, color=colour, label=f"{label} ({len(members)} seeds)")
+        if len(members) > 1:
+            ax.fill_between(
+                xs, [i.low for i in intervals], [i.high for i in intervals], color=colour, alpha=0.2
+            )
+    ax.set_xlabel("meta-updates")
+    what = "return (higher is better)" if returns else "loss (lower is better)"
+    ax.set_ylabel(f"held-out post-adaptation {what}")
+    ax.legend(fontsize=8)
+    ax.set_title(_title("Mean over seeds, 95% t-band", runs), fontsize=9)
+    target = Path(out) if out is not None else default_output_dir([r.path for r in runs])
+    target.mkdir(parents=True, exist_ok=True)
+    return _save(
+        figure,
+        target / "eval_band.png",
+        f"mean over seeds of {y} against the meta-updates, shaded: the 95% Student-t interval "
+        "of the mean across seeds; groups: "
+        + "; ".join(f"{label}: {len(m)} runs" for label, m in groups.items()),
+        runs,
+        command,
+    )

@@ -155,3 +155,43 @@ def test_train_takes_overrides_after_options(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(CONFIG), "--run-dir", str(tmp_path / "x"), "--bogus"])
     assert exit_info.value.code == 2
+
+
+def test_plot_band_is_the_mean_and_t_interval_over_seeds(runs: list[Path], tmp_path: Path) -> None:
+    """`esmaml plot --band`: the two seeds form one group, a third run with another config its
+    own; the band at each update is seed_interval of the seeds' held-out losses."""
+    from esmaml.plotting import band_groups, band_series, load_run
+    from esmaml.sweep import seed_interval
+
+    other = tmp_path / "other"
+    overrides = [*TINY, "optimizer.lr=0.5", "seed=3", "--run-dir", str(other)]
+    assert main(["train", str(CONFIG), *overrides]) == 0
+    out = tmp_path / "band"
+    assert main(["plot", "--band", *map(str, runs), str(other), "--out", str(out)]) == 0
+    assert (out / "eval_band.png").read_bytes().startswith(PNG)
+    caption = (out / "eval_band.txt").read_text()
+    assert "2 runs" in caption and "1 runs" in caption and "95% Student-t" in caption
+    groups = band_groups([load_run(p) for p in [*runs, other]])
+    assert sorted(len(members) for members in groups.values()) == [1, 2]
+    pair = next(members for members in groups.values() if len(members) == 2)
+    xs, intervals = band_series(pair, "eval_post_adaptation")
+    assert xs == [0.0, 2.0, 4.0]  # the initial evaluation, then every 2 updates
+    for x, interval in zip(xs, intervals):
+        values = [
+            row["eval_post_adaptation"]
+            for run in pair
+            for row in run.rows
+            if row.get("updates") == x and "eval_post_adaptation" in row
+        ]
+        want = seed_interval(values)
+        assert (interval.mean, interval.low, interval.high) == (want.mean, want.low, want.high)
+        assert interval.low < interval.mean < interval.high
+
+
+def test_plot_band_needs_configs(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"iteration": 0, "meta_objective": 1.0}\n')
+    with pytest.raises(PlotError, match=r"config\.yaml"):
+        from esmaml.plotting import plot_band
+
+        plot_band([tmp_path / "run"], tmp_path, command="test")
