@@ -20,20 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
-# Run as `python benchmarks/es_maml_iteration.py`, this folder is sys.path[0] and its envs.py
-# would shadow the `envs` package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import torch
 
-import torch  # noqa: E402
-
-from esmaml.adaptation import ESGradientAdaptation, HillClimbingAdaptation  # noqa: E402
-from esmaml.meta import ESMAML  # noqa: E402
-from esmaml.rl import RLFamily  # noqa: E402
+from esmaml.adaptation import ESGradientAdaptation, HillClimbingAdaptation
+from esmaml.meta import ESMAML
+from esmaml.rl import RLFamily
 
 TARGETS_MS = {"es_gradient": 100.0, "hill_climbing": 400.0}
 

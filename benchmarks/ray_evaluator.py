@@ -25,26 +25,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from dataclasses import replace
 from typing import Any
 
-# Run as `python benchmarks/ray_evaluator.py`, this folder is sys.path[0] and its envs.py
-# would shadow the `envs` package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import ray  # noqa: E402
-import torch  # noqa: E402
+import ray
+import torch
 
-from esmaml.config import ExperimentConfig, load_config  # noqa: E402
-from esmaml.evaluators import regenerate_noise  # noqa: E402
-from esmaml.evaluators.ray_backend import EvaluationWorker, RayEvaluator  # noqa: E402
-from esmaml.meta.es_maml import ESMAML  # noqa: E402
-from esmaml.training.builders import (  # noqa: E402
+from esmaml.config import ExperimentConfig, load_config
+from esmaml.evaluators import regenerate_noise
+from esmaml.evaluators.ray_backend import EvaluationWorker, RayEvaluator
+from esmaml.meta.es_maml import ESMAML
+from esmaml.training.builders import (
     ComponentFactory,
     build_adaptation,
     build_family,

@@ -114,6 +114,7 @@ KINDS: dict[str, Kind] = {
             "first_order": "esmaml.meta.first_order:FirstOrderESMAML",
             "l2l_maml": "esmaml.meta.l2l_maml:L2LMAML",
             "pg_maml": "esmaml.meta.pg_maml:PGMAML",
+            "maml": "esmaml.meta.func_maml:FuncMAML",
         },
     ),
     "policies": Kind(

@@ -36,7 +36,7 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_zero_order_compi
 
 echo "== batched envs: CUDA vs CPU"
 for device in cuda cpu; do
-    timeout 60 python3 benchmarks/envs.py --device "$device" --repeats 3 2>&1 \
+    timeout 60 python3 benchmarks/batched_envs.py --device "$device" --repeats 3 2>&1 \
         | tee "$OUT/bench_envs_$device.log"
 done
 

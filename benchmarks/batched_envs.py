@@ -12,28 +12,22 @@ Measures, in one run (env-steps/s = sub-env transitions per second of wall time)
 3. the raw functional API with a linear policy in the loop: parameters ``[population, D]``,
    ``tasks`` tasks each, ``horizon`` steps, actions by ``torch.bmm``.
 
-Usage: ``python benchmarks/envs.py [--device cuda] [--num-envs 4096] [--env Navigation2D]``.
+Usage: ``python benchmarks/batched_envs.py [--device cuda] [--num-envs 4096] [--env Navigation2D]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 
-# Run as `python benchmarks/envs.py`, this folder is sys.path[0] and this file would shadow the
-# `envs` package it measures.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import gymnasium
+import numpy as np
+import torch
 
-import gymnasium  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import envs  # noqa: E402
-from envs import BatchedMetaEnv  # noqa: E402
+import envs
+from envs import BatchedMetaEnv
 
 
 def _sync(device: torch.device) -> None:

@@ -27,7 +27,7 @@ metrics.jsonl, evaluation excluded). Its ratio is to the threaded-rollout limit 
 models and the most threads, measured just before and just after training (the larger of the
 two is used).
 
-    python benchmarks/mujoco.py [--threads 1,2] [--models 32] [--iterations 4]
+    python benchmarks/mujoco_rollouts.py [--threads 1,2] [--models 32] [--iterations 4]
 
 Torch runs with one intra-op thread (the README's advice for ES-MAML on a small machine);
 the physics threads are the batch's own.
@@ -38,27 +38,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-# Run as `python benchmarks/mujoco.py`, this folder is sys.path[0] and its envs.py would
-# shadow the `envs` package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import mujoco
+import mujoco.rollout
+import numpy as np
+import torch
+from mujoco.batch import Batch
 
-import mujoco  # noqa: E402
-import mujoco.rollout  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mujoco.batch import Batch  # noqa: E402
-
-from envs.mujoco import make_mujoco_vector, mujoco_warnings_to_python  # noqa: E402
-from envs.mujoco_batch import MujocoMetaBatch  # noqa: E402
-from esmaml.rl import MLPPolicy, ObservationNormalizer, RunningStats, rollout_gym  # noqa: E402
-from esmaml.rl.rollout_mujoco import rollout_mujoco, rollout_mujoco_warp  # noqa: E402
+from envs.mujoco import make_mujoco_vector, mujoco_warnings_to_python
+from envs.mujoco_batch import MujocoMetaBatch
+from esmaml.rl import MLPPolicy, ObservationNormalizer, RunningStats, rollout_gym
+from esmaml.rl.rollout_mujoco import rollout_mujoco, rollout_mujoco_warp
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = {"HalfCheetah": "HalfCheetahForwardBackward", "Ant": "AntForwardBackward"}
