@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv/ at the repository root with everything esmaml needs, extras included.
+# Create .venv/ at the repository root with everything esmaml needs, extras included, then the
+# overlay venv .venv-metaworld/ for the Meta-World extra (scripts/setup_metaworld.sh).
 # Idempotent: a stamp keyed on this script and pyproject.toml makes a second run return at once.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,7 +11,7 @@ command -v "$py" >/dev/null || py=python3
 key="$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
 stamp="$venv/.esmaml-setup-$key"
 if [[ -f "$stamp" ]]; then
-    exit 0
+    exec bash scripts/setup_metaworld.sh
 fi
 echo "[setup] creating $venv with $("$py" --version)" >&2
 [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
@@ -37,3 +38,4 @@ fi
 "${pip[@]}" install -e ".[all]" gym==0.26.2 torchvision==0.29.1 scipy requests
 touch "$stamp"
 echo "[setup] done" >&2
+exec bash scripts/setup_metaworld.sh

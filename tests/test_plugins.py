@@ -152,9 +152,40 @@ def in_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.chdir(folder)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(folder))])
-    for module in ("linreg", "goal_line"):
+    for module in ("linreg", "goal_line", "point_goal"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     return folder
+
+
+def test_user_gymnasium_env_trains_with_plain_esmaml(tmp_path: Path) -> None:
+    """point_goal.py: a plain gymnasium.Env with the task interface, named module:Name."""
+    folder = user_folder(tmp_path)
+    esmaml_cli("train", "point_goal.yaml", "iterations=2", "progress=false", *RUN_DIR, cwd=folder)
+    run_dir = folder / "runs" / "run"
+    assert "env: point_goal:PointGoal" in (run_dir / "config.yaml").read_text()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [-1, 0, 1]
+    assert -20 * 3.0 < rows[0]["eval_return_post_adaptation"] < 0  # 20 steps, distance < 3
+
+
+def test_user_gymnasium_env_passes_gymnasiums_checker(in_example: Path) -> None:
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    from esmaml.rl.family import GymMetaEnv, RLFamily
+
+    env = resolve("envs", "point_goal:PointGoal")()
+    assert isinstance(env, GymMetaEnv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env, skip_render_check=True)
+    tasks = env.sample_tasks(3, seed=0)
+    assert tasks == env.sample_tasks(3, seed=0) and tasks != env.sample_tasks(3, seed=1)
+    env.task = tasks[1]
+    assert env.task == tasks[1]
+    family = RLFamily("point_goal:PointGoal", horizon=4)
+    assert family.meta_env and family.num_params == 2 * 2 + 2
 
 
 def test_import_paths_resolve_from_the_working_directory(in_example: Path) -> None:

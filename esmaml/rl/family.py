@@ -10,6 +10,7 @@ policy so that it acts exactly as before (see :mod:`esmaml.rl.normalization`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -28,13 +29,27 @@ from esmaml.tasks.base import Phase, Split, TaskFamily, Tasks, check_task_ids
 @runtime_checkable
 class GymMetaEnv(Protocol):
     """The task interface a gymnasium env offers to be a meta-RL task distribution (as the
-    MuJoCo meta-tasks of :mod:`envs.mujoco` do). Without it, the env is one task."""
+    MuJoCo meta-tasks of :mod:`envs.mujoco` do). Without it, the env is one task.
+
+    ``sample_tasks`` may also take a keyword ``split`` (``"train"`` or ``"test"``): then
+    :meth:`RLFamily.sample_tasks` passes it, so held-out tasks can come from a set of their own
+    (Meta-World ML1's test goals, :class:`envs.metaworld.ML1`).
+    """
 
     task: Any  # set to one of sample_tasks' dicts before reset
 
     def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
         """``n`` tasks, each a dict of numbers or arrays."""
         ...
+
+
+def _takes_split(sample_tasks: Any) -> bool:
+    """Whether an env's ``sample_tasks`` takes the ``split`` keyword."""
+    try:
+        parameters = inspect.signature(sample_tasks).parameters
+    except (TypeError, ValueError):
+        return False
+    return "split" in parameters
 
 
 def resolve_env(env: str) -> type | str:
@@ -190,6 +205,7 @@ class RLFamily(TaskFamily):
             self.env = gymnasium.make(self.gym_id, **params).unwrapped
             # A plain gymnasium env (no task interface) is a one-task distribution.
             self.meta_env = isinstance(self.env, GymMetaEnv)
+            self._env_splits = self.meta_env and _takes_split(self.env.sample_tasks)
             obs_dim = int(self.env.observation_space.shape[0])
             act_dim = int(self.env.action_space.shape[0])
             low, high = (
@@ -266,6 +282,8 @@ class RLFamily(TaskFamily):
 
         # The two splits of one generator draw from separate streams.
         seed = substream(int(torch.randint(0, 2**62, (), generator=generator)), split) % 2**31
+        if self._env_splits:
+            return tasks_to_params(self.env.sample_tasks(n, seed=seed, split=split))
         return tasks_to_params(self.env.sample_tasks(n, seed=seed))
 
     def loss(
