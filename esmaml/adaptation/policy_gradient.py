@@ -80,25 +80,31 @@ class PolicyGradientAdaptation(AdaptationOperator):
         return self.num_queries
 
     def sample(
-        self, family: TaskFamily, params: Tensor, tasks: Tasks, task_ids: Tensor, seed: int
+        self,
+        family: TaskFamily,
+        params: Tensor,
+        tasks: Tasks,
+        task_ids: Tensor,
+        seed: int,
+        episodes: int | None = None,
     ) -> Episodes:
-        """K episodes of ``pi_params`` per row (``params [N, D]``), drawn from ``seed``; counts
-        the env steps into ``family.env_steps``."""
+        """``episodes`` (default K) episodes of ``pi_params`` per row (``params [N, D]``), drawn
+        from ``seed``; counts the env steps into ``family.env_steps``."""
         require_batched_env(family)
         generator = make_generator(substream(seed, "rollouts"), params.device)
-        episodes = sample_episodes(
+        result = sample_episodes(
             family.env,  # type: ignore[attr-defined]
             family.policy,  # type: ignore[attr-defined]
             params.detach(),
             {k: v[task_ids] for k, v in tasks.items()},
-            episodes=self.num_queries,
+            episodes=self.num_queries if episodes is None else episodes,
             horizon=family.horizon,  # type: ignore[attr-defined]
             std=self.action_std,
             generator=generator,
             normalize=family.normalizer.frozen_transform(params.dtype),  # type: ignore[attr-defined]
         )
-        family.env_steps += episodes.steps  # type: ignore[attr-defined]
-        return episodes
+        family.env_steps += result.steps  # type: ignore[attr-defined]
+        return result
 
     def update(
         self,

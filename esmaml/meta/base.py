@@ -123,6 +123,51 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
         group.update(own)
 
 
+class FlatThetaLearner(MetaLearner):
+    """A learner whose meta-parameters are one flat ``theta [D]`` with a torch optimizer:
+    ES-MAML, first-order ES-MAML, torch.func MAML and PG-MAML. It holds the run's generator, and
+    checkpoints as ``{"theta", "optimizer"}``."""
+
+    theta: torch.nn.Parameter
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+
+    def _init_theta(
+        self,
+        family: TaskFamily,
+        optimizer: Any,
+        generator: torch.Generator | None,
+        init_params: Tensor | None,
+    ) -> None:
+        """theta from ``init_params`` or ``family.init_params(generator)``; without a generator,
+        one seeded from torch's global RNG, so ``torch.manual_seed`` applies."""
+        from esmaml.zero_order import draw_seed, make_generator
+
+        self.generator = generator if generator is not None else make_generator(draw_seed())
+        initial = family.init_params(self.generator) if init_params is None else init_params
+        self.theta = torch.nn.Parameter(initial.detach().clone().to(family.device))
+        self.optimizer = make_optimizer(optimizer, self.theta)
+
+    def apply_gradient(self, gradient: Tensor, *, name: str) -> float:
+        """The guarded optimizer step, then the family's end of iteration (which may re-express
+        theta, e.g. for new normalisation statistics); returns the gradient's norm."""
+        grad_norm = guarded_step(self.theta, self.optimizer, gradient, name=name)
+        with torch.no_grad():
+            self.theta.copy_(self.family.end_iteration(self.theta.detach()))
+        return grad_norm
+
+    def parameters_flat(self) -> Tensor:
+        return self.theta.detach().clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.theta.copy_(state["theta"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per-task losses before and after adaptation, plus any family metrics after it."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from esmaml.adaptation.base import (
     AdaptationOperator,
@@ -42,9 +42,9 @@ from esmaml.evaluators import (
     population_rows,
     regenerate_noise,
 )
-from esmaml.meta.base import MetaLearner, guarded_step, load_optimizer_state, make_optimizer
+from esmaml.meta.base import FlatThetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order import draw_seed, make_generator
+from esmaml.zero_order import draw_seed
 from esmaml.zero_order.estimators import check_method, check_shaping, es_gradient
 from esmaml.zero_order.noise import check_noise_kind
 
@@ -69,7 +69,7 @@ class Fitness:
     pivots: Tensor | None = None
 
 
-class ESMAML(MetaLearner):
+class ESMAML(FlatThetaLearner):
     """Zero-order ES-MAML.
 
     Args:
@@ -129,11 +129,7 @@ class ESMAML(MetaLearner):
             raise ValueError(f"nan_policy={nan_policy!r} is not valid; valid: raise, drop")
         self.nan_policy = nan_policy
         self.common_random_numbers = bool(common_random_numbers)
-        # Without a generator, seed one from torch's global RNG so torch.manual_seed applies.
-        self.generator = generator if generator is not None else make_generator(draw_seed())
-        initial = family.init_params(self.generator) if init_params is None else init_params
-        self.theta = nn.Parameter(initial.detach().clone().to(family.device))
-        self.optimizer = make_optimizer(optimizer, self.theta)
+        self._init_theta(family, optimizer, generator, init_params)
         self.spec = PopulationSpec(
             self.num_perturbations, self.sigma, method, sampling, self.common_random_numbers
         )
@@ -237,9 +233,7 @@ class ESMAML(MetaLearner):
     def tell(self, population: Population, fitness: Fitness) -> dict[str, float]:
         """Estimate, take the guarded optimizer step, fold the iteration into the family."""
         gradient, dropped = self.estimate(population, fitness)
-        grad_norm = guarded_step(self.theta, self.optimizer, gradient, name="ES-MAML")
-        with torch.no_grad():
-            self.theta.copy_(self.family.end_iteration(self.theta.detach()))
+        grad_norm = self.apply_gradient(gradient, name="ES-MAML")
         self.last_fitness = fitness
         values = fitness.values[torch.isfinite(fitness.values)]
         evaluations = fitness.values.numel()
@@ -267,14 +261,3 @@ class ESMAML(MetaLearner):
     def close(self) -> None:
         """Release the evaluator's workers (the trainer calls this when training ends)."""
         self.evaluator.close()
-
-    def parameters_flat(self) -> Tensor:
-        return self.theta.detach().clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.theta.copy_(state["theta"])
-        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -16,19 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from esmaml.adaptation.base import check_positive_float, check_positive_int
 from esmaml.adaptation.es_gradient import ESGradientAdaptation
-from esmaml.meta.base import MetaLearner, guarded_step, load_optimizer_state, make_optimizer
+from esmaml.meta.base import FlatThetaLearner
 from esmaml.seeding import substream, substream_generator
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order import draw_seed, es_gradient, make_generator, perturb, sample_noise
+from esmaml.zero_order import draw_seed, es_gradient, perturb, sample_noise
 from esmaml.zero_order.estimators import check_method, check_shaping
 from esmaml.zero_order.noise import check_noise_kind
 
 
-class FirstOrderESMAML(MetaLearner):
+class FirstOrderESMAML(FlatThetaLearner):
     """First-order ES-MAML with an optional ES Hessian correction.
 
     Args:
@@ -77,11 +77,7 @@ class FirstOrderESMAML(MetaLearner):
         self.sampling = check_noise_kind(sampling)
         self._tasks = check_positive_int("tasks_per_iteration", tasks_per_iteration)
         self.hessian_correction = bool(hessian_correction)
-        # Without a generator, seed one from torch's global RNG so torch.manual_seed applies.
-        self.generator = generator if generator is not None else make_generator(draw_seed(), "cpu")
-        initial = family.init_params(self.generator) if init_params is None else init_params
-        self.theta = nn.Parameter(initial.detach().clone().to(family.device))
-        self.optimizer = make_optimizer(optimizer, self.theta)
+        self._init_theta(family, optimizer, generator, init_params)
 
     @property
     def tasks_per_iteration(self) -> int:
@@ -160,18 +156,5 @@ class FirstOrderESMAML(MetaLearner):
 
     def step(self, tasks: Tasks) -> dict[str, float]:
         gradient, metrics = self.meta_gradient(tasks, draw_seed(self.generator))
-        grad_norm = guarded_step(self.theta, self.optimizer, gradient, name="first-order ES-MAML")
-        with torch.no_grad():
-            self.theta.copy_(self.family.end_iteration(self.theta.detach()))
+        grad_norm = self.apply_gradient(gradient, name="first-order ES-MAML")
         return {**metrics, "grad_norm": grad_norm, "sigma": self.sigma}
-
-    def parameters_flat(self) -> Tensor:
-        return self.theta.detach().clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.theta.copy_(state["theta"])
-        load_optimizer_state(self.optimizer, state["optimizer"])

@@ -18,16 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from esmaml.adaptation.base import AdaptationOperator
+from esmaml.adaptation.base import AdaptationOperator, check_positive_int
 from esmaml.adaptation.gradient_descent import GradientDescentAdaptation
-from esmaml.meta.base import MetaLearner, guarded_step, load_optimizer_state, make_optimizer
+from esmaml.meta.base import FlatThetaLearner
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order import draw_seed, make_generator
 
 
-class FuncMAML(MetaLearner):
+class FuncMAML(FlatThetaLearner):
     """Second-order MAML (or FOMAML) on a differentiable family, batched over tasks.
 
     Args:
@@ -61,18 +60,12 @@ class FuncMAML(MetaLearner):
                 "meta.algorithm=maml adapts by gradient descent: set adaptation.operator="
                 f"gradient_descent, got {type(adaptation).__name__}"
             )
-        if isinstance(meta_batch_size, bool) or not isinstance(meta_batch_size, int):
-            raise TypeError(f"meta_batch_size must be a positive int, got {meta_batch_size!r}")
-        if meta_batch_size < 1:
-            raise ValueError(f"meta_batch_size must be a positive int, got {meta_batch_size}")
         if not isinstance(first_order, bool):
             raise TypeError(f"first_order must be a bool, got {first_order!r}")
         self.family, self.adaptation = family, adaptation
-        self.meta_batch_size, self.first_order = meta_batch_size, first_order
-        self.generator = generator if generator is not None else make_generator(draw_seed())
-        initial = family.init_params(self.generator) if init_params is None else init_params
-        self.theta = nn.Parameter(initial.detach().clone().to(family.device))
-        self.optimizer = make_optimizer(optimizer, self.theta)
+        self.meta_batch_size = check_positive_int("meta_batch_size", meta_batch_size)
+        self.first_order = first_order
+        self._init_theta(family, optimizer, generator, init_params)
 
     @property
     def tasks_per_iteration(self) -> int:
@@ -93,22 +86,9 @@ class FuncMAML(MetaLearner):
         ids = torch.arange(n, device=self.theta.device)
         losses = self.family.loss(self.adapted(tasks), tasks, ids, phase="query")
         (gradient,) = torch.autograd.grad(losses.mean(), self.theta)
-        grad_norm = guarded_step(self.theta, self.optimizer, gradient, name="MAML")
-        with torch.no_grad():
-            self.theta.copy_(self.family.end_iteration(self.theta.detach()))
+        grad_norm = self.apply_gradient(gradient, name="MAML")
         return {
             "meta_objective": float(losses.detach().mean()),
             "grad_norm": grad_norm,
             "queries": float(n * (self.adaptation.num_steps + 1)),
         }
-
-    def parameters_flat(self) -> Tensor:
-        return self.theta.detach().clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.theta.copy_(state["theta"])
-        load_optimizer_state(self.optimizer, state["optimizer"])

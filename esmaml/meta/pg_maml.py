@@ -27,18 +27,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from esmaml.adaptation.base import AdaptationOperator, check_positive_float, check_positive_int
 from esmaml.adaptation.policy_gradient import PolicyGradientAdaptation
-from esmaml.meta.base import MetaLearner, guarded_step, load_optimizer_state, make_optimizer
+from esmaml.meta.base import FlatThetaLearner, guarded_step
 from esmaml.rl.episodes import advantages, log_prob, observation_stats, require_batched_env
 from esmaml.seeding import substream
 from esmaml.tasks.base import TaskFamily, Tasks
-from esmaml.zero_order import draw_seed, make_generator
+from esmaml.zero_order import draw_seed
 
 
-class PGMAML(MetaLearner):
+class PGMAML(FlatThetaLearner):
     """Policy-gradient MAML with a DiCE inner step and a PPO-clip outer step.
 
     Args:
@@ -89,10 +89,7 @@ class PGMAML(MetaLearner):
         if not isinstance(first_order, bool):
             raise TypeError(f"first_order must be a bool, got {first_order!r}")
         self.first_order = first_order
-        self.generator = generator if generator is not None else make_generator(draw_seed())
-        initial = family.init_params(self.generator) if init_params is None else init_params
-        self.theta = nn.Parameter(initial.detach().clone().to(family.device))
-        self.optimizer = make_optimizer(optimizer, self.theta)
+        self._init_theta(family, optimizer, generator, init_params)
 
     @property
     def tasks_per_iteration(self) -> int:
@@ -115,14 +112,10 @@ class PGMAML(MetaLearner):
         family, adaptation = self.family, self.adaptation
         inner = adaptation.sample(family, self.theta.detach().expand(n, -1), tasks, ids, seed)
         adapted = self._adapted(inner)
-        query = PolicyGradientAdaptation(
-            adaptation.lr,
-            num_queries=self.query_episodes,
-            action_std=adaptation.action_std,
-            gamma=adaptation.gamma,
-            normalize_advantages=adaptation.normalize_advantages,
+        query_seed = substream(seed, "query")
+        outer = adaptation.sample(
+            family, adapted.detach(), tasks, ids, query_seed, episodes=self.query_episodes
         )
-        outer = query.sample(family, adapted.detach(), tasks, ids, substream(seed, "query"))
         normalize = family.normalizer.frozen_transform(self.theta.dtype)  # type: ignore[attr-defined]
         std = adaptation.action_std
         with torch.no_grad():
@@ -154,14 +147,3 @@ class PGMAML(MetaLearner):
             "post_adaptation_return": float(post),
             "queries": float(n * (adaptation.num_queries + self.query_episodes)),
         }
-
-    def parameters_flat(self) -> Tensor:
-        return self.theta.detach().clone()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.detach().clone(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.theta.copy_(state["theta"])
-        load_optimizer_state(self.optimizer, state["optimizer"])
