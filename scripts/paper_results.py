@@ -31,11 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import paper_render
 import results_runs
 from results_runs import ROOT, run_provenance
 from rl_results import Experiment, collect, gains, train_one
-
-from esmaml.sweep import seed_interval
 
 DATA = ROOT / "results" / "data" / "paper"
 SCRIPT = ".venv/bin/python scripts/paper_results.py"
@@ -65,6 +64,8 @@ EXPERIMENTS = [
     ),
     # Linear (shipped) vs MLP 32-32 policies, ES-gradient.
     Experiment("nav_es_mlp", "configs/nav2d_es.yaml", (NAV_IT, "task.params.hidden=[32,32]")),
+    # Deterministic (shipped) vs Gaussian actions of std 0.03 (PG-MAML's exploration noise).
+    Experiment("nav_es_gauss", "configs/nav2d_es.yaml", (NAV_IT, "task.params.action_noise=0.03")),
     # Zero-order (nav_es_k20) vs first-order, and first-order with and without the Hessian
     # correction (which needs an unshaped inner step, hence its own smaller step size).
     Experiment("nav_fo", "configs/nav2d_first_order.yaml", (NAV_IT,)),
@@ -217,9 +218,8 @@ def main() -> None:
         return
     if args.run:
         run(args.only, args.jobs)
-    data = load_data(DATA)
-    for name, records in data.items():
-        print(name, seed_interval(gains(records)))
+    paper_render.render(load_data(DATA), ROOT / "results", ROOT / "results" / "paper_notes.md")
+    print(f"wrote {ROOT / 'results' / 'paper.md'}")
 
 
 if __name__ == "__main__":

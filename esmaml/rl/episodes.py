@@ -54,6 +54,12 @@ def require_batched_env(family: object) -> None:
             "env (task.params.env: Navigation2D, FourCorners, SixCircles, ...); gymnasium and "
             f"MuJoCo envs are not supported by it (got {type(family).__name__})"
         )
+    if family.action_noise:
+        raise ValueError(
+            "policy-gradient adaptation explores with its own Gaussian (adaptation.params."
+            f"action_std); task.params.action_noise={family.action_noise} would add a second, "
+            "unmodelled noise to its actions: set task.params.action_noise to 0"
+        )
 
 
 @torch.no_grad()

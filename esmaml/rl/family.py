@@ -130,6 +130,12 @@ class RLFamily(TaskFamily):
             process, or to the Ray worker).
         policy: the policy class, by registered name (``mlp``: :class:`MLPPolicy`) or
             ``module:Name`` of an :class:`esmaml.rl.policies.Policy`.
+        action_noise: standard deviation ``s`` of a Gaussian policy: every rollout (training
+            and evaluation) acts ``a_t = pi_theta(o_t) + s * xi_t``, ``xi_t ~ N(0, I)``, before
+            the env's clip. ``0`` (default) is the paper's deterministic policy. The noise is
+            drawn per task, episode and step from the rollout's generator, like the start
+            states, so members that share a task share it (common random numbers) and a
+            member's rollout does not depend on the rest of its batch. Torch-native envs only.
     """
 
     stochastic = True
@@ -151,8 +157,14 @@ class RLFamily(TaskFamily):
         mujoco_backend: str = "batch",
         mujoco_threads: int | None = None,
         policy: str = "mlp",
+        action_noise: float = 0.0,
     ):
         self._device = torch.device(device)
+        if isinstance(action_noise, bool) or not isinstance(action_noise, (int, float)):
+            raise TypeError(f"action_noise must be a float >= 0, got {action_noise!r}")
+        if not action_noise >= 0 or action_noise == float("inf"):
+            raise ValueError(f"action_noise must be a finite float >= 0, got {action_noise!r}")
+        self.action_noise = float(action_noise)
         self.episodes = int(episodes)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -171,6 +183,13 @@ class RLFamily(TaskFamily):
             default_horizon = self.env.max_episode_steps
         else:
             from envs.registration import MUJOCO_ENV_IDS
+
+            if self.action_noise:
+                raise ValueError(
+                    f"action_noise={action_noise} needs a torch-native env (Navigation2D, "
+                    f"FourCorners, ...); {env!r} runs through gymnasium/MuJoCo, where the "
+                    "policy is deterministic: set task.params.action_noise to 0"
+                )
 
             if target not in MUJOCO_ENV_IDS:
                 mujoco_backend = "gymnasium"  # the batched paths know esmaml's MuJoCo tasks only
@@ -342,6 +361,11 @@ class RLFamily(TaskFamily):
             starts = self.env.reset(per_task, generator)
             initial = {k: v[ids] for k, v in starts.items()}
             task = {k: v[ids] for k, v in tasks.items()}
+            noise = None
+            if self.action_noise:
+                shape = (self.horizon, n_tasks, self.episodes, self.policy.action_dim)
+                xi = torch.randn(shape, generator=generator, dtype=params.dtype)
+                noise = self.action_noise * xi.to(params.device)[:, ids]
             return rollout(
                 self.env,
                 self.policy,
@@ -352,6 +376,7 @@ class RLFamily(TaskFamily):
                 normalize=self.normalizer,
                 initial_state=initial,
                 observation_stats=observation_stats,
+                action_noise=noise,
             )
         import gymnasium
 

@@ -41,8 +41,12 @@ def rollout(
     generator: torch.Generator | None = None,
     initial_state: Mapping[str, Tensor] | None = None,
     observation_stats: bool = True,
+    action_noise: Tensor | None = None,
 ) -> RolloutResult:
     """E episodes of N (params, task) pairs in a torch-native :class:`envs.BatchedMetaEnv`.
+
+    ``action_noise`` (``[H, N, E, act_dim]``) is added to the policy's action at each step: a
+    Gaussian policy whose noise the caller draws.
 
     ``initial_state`` (batch [N, E]) replaces the env's reset, e.g. to share start states
     between population members that share a task (common random numbers).
@@ -62,7 +66,10 @@ def rollout(
         obs = observe(state, batch_task)
         if transform is None:
             transform = _frozen(normalize, obs.dtype)
-        state, reward, terminated = step(state, batch_task, act(transform(obs)))
+        action = act(transform(obs))
+        if action_noise is not None:
+            action = action + action_noise[t]
+        state, reward, terminated = step(state, batch_task, action)
         observations.append(obs)
         rewards.append(reward)
         terminations.append(terminated)
