@@ -47,8 +47,9 @@ def queries(k: int) -> tuple[str, ...]:
 
 
 def pg_queries(k: int) -> tuple[str, ...]:
-    # ES-MAML spends 300 x (K + 1) episodes an iteration; PG-MAML 150 tasks x (K + Q): Q = K + 2.
-    return (f"adaptation.params.num_queries={k}", f"meta.params.query_episodes={k + 2}")
+    # ES-MAML spends 300 x (K + 2) episodes an iteration (K queries, the pivot, the query
+    # rollout); PG-MAML 150 tasks x (K + Q): Q = K + 4.
+    return (f"adaptation.params.num_queries={k}", f"meta.params.query_episodes={k + 4}")
 
 
 UNSHAPED = (
@@ -166,7 +167,7 @@ def collect_sine(experiment: Experiment, seed: int, timing: dict, provenance: di
     }
 
 
-def run(names: list[str] | None, jobs: int) -> None:
+def run(names: list[str] | None, jobs: int, fresh: bool = False) -> None:
     provenance = run_provenance()
     DATA.mkdir(parents=True, exist_ok=True)
     todo = [(e, s) for e in EXPERIMENTS + SINE if not names or e.name in names for s in e.seeds]
@@ -174,6 +175,8 @@ def run(names: list[str] | None, jobs: int) -> None:
     def one(item: tuple[Experiment, int]) -> None:
         experiment, seed = item
         path = DATA / f"{experiment.name}-s{seed}.json"
+        if path.is_file() and not fresh:  # a rerun finishes an interrupted --run
+            return
         gather = collect_sine if experiment in SINE else collect
         record = gather(experiment, seed, train_one(experiment, seed), provenance)
         path.write_text(json.dumps(record, indent=1) + "\n")
@@ -206,19 +209,28 @@ def load_data(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return {name: sorted(rs, key=lambda r: r["seed"]) for name, rs in grouped.items()}
 
 
+NOTES = ROOT / "results" / "paper_notes.md"
+
+
+def render(data: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    """results/paper.md and its figures under ``out``, from ``data`` alone."""
+    paper_render.render(data, out, NOTES)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", action="store_true", help="train, then write the data files")
     parser.add_argument("--smoke", action="store_true", help="3 iterations per command, no data")
     parser.add_argument("--only", nargs="+", choices=sorted(BY_NAME), help="experiments to run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one core each)")
+    parser.add_argument("--fresh", action="store_true", help="rerun runs that have data")
     args = parser.parse_args()
     if args.smoke:
         smoke(args.only)
         return
     if args.run:
-        run(args.only, args.jobs)
-    paper_render.render(load_data(DATA), ROOT / "results", ROOT / "results" / "paper_notes.md")
+        run(args.only, args.jobs, args.fresh)
+    render(load_data(DATA), ROOT / "results")
     print(f"wrote {ROOT / 'results' / 'paper.md'}")
 
 

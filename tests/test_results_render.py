@@ -31,6 +31,7 @@ def load_script(name: str) -> ModuleType:
     [
         ("sine_results", "sine.md", ["sine.png"]),
         ("rl_results", "rl.md", ["rl_main.png", "rl_normaliser.png", "rl_policy.png"]),
+        ("paper_results", "paper.md", ["paper_es_vs_pg.png", "paper_low_k.png"]),
     ],
 )
 def test_committed_report_matches_its_data(
