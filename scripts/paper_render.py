@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from results_runs import ENV, code_line
+import rl_results
+from results_runs import ENV
 from rl_results import gains
 
 from esmaml.sweep import Interval, seed_interval
@@ -96,13 +97,7 @@ def rl_row(name: str, method: str, records: list[dict[str, Any]]) -> str:
 
 
 def caption(records: list[dict[str, Any]], what: str) -> str:
-    configs = sorted({f"`{r['config_file']}`" for r in records})
-    return (
-        f"*{what} Produced by `{SCRIPT} --run` at {code_line(records)}; each run is "
-        f"`{ENV_LINE} .venv/bin/esmaml train CONFIG [OVERRIDES] seed=S --run-dir "
-        f"runs/rl/NAME-sS` (configs: {', '.join(configs)}; each run's exact command is in "
-        f"`results/data/paper/NAME-sS.json`); re-rendered by `{SCRIPT}`.*"
-    )
+    return rl_results.caption(records, what, SCRIPT, "results/data/paper")
 
 
 def difference_rows(pairs: list[tuple[str, str, str]], data: Records) -> list[str]:
@@ -541,7 +536,7 @@ def render(data: Records, out: Path, notes: Path) -> None:
     )
     if facts:
         best = min(
-            (n for n in facts if n != "sine_maml"),
+            (n for n in facts if n in SINE_LABEL and n != "sine_maml"),
             key=lambda n: facts[n]["ratio_at_T"].mean,
             default=None,
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,29 +115,21 @@ SINE = [
     ),
 ]
 ADAPTATION_STEPS = (0, 1, 5, 10)
+SINE_CURVE = {
+    "updates": "updates",
+    "time_s": "time_s",
+    "queries": "queries_total",
+    "pre": "eval_pre_adaptation",
+    "post": "eval_post_adaptation",
+}
 BY_NAME = {e.name: e for e in EXPERIMENTS + SINE}
 
 
 def collect_sine(experiment: Experiment, seed: int, timing: dict, provenance: dict) -> dict:
     """A sine run's record: held-out MSE curve (loss, lower is better), then the final
     meta-parameters evaluated after 0, 1, 5 and 10 adaptation steps (``esmaml evaluate``)."""
-    import subprocess
-
-    import yaml
-
+    record = collect(experiment, seed, timing, provenance, SINE_CURVE)
     run_dir = ROOT / timing["run_dir"]
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [row for row in rows if "eval_post_adaptation" in row]
-    if not evals or evals[0]["iteration"] != -1:
-        raise RuntimeError(f"{run_dir}: no iteration -1 evaluation")
-    keys = {
-        "updates": "updates",
-        "time_s": "time_s",
-        "queries": "queries_total",
-        "pre": "eval_pre_adaptation",
-        "post": "eval_post_adaptation",
-    }
-    curve = {name: [row.get(key) for row in evals] for name, key in keys.items()}
     steps = [str(s) for s in ADAPTATION_STEPS]
     out = run_dir / "eval_steps.json"
     argv = [".venv/bin/esmaml", "evaluate", timing["run_dir"], "--steps", *steps]
@@ -148,23 +141,15 @@ def collect_sine(experiment: Experiment, seed: int, timing: dict, provenance: di
         env={**os.environ, **results_runs.ENV},
     )
     evaluated = json.loads(out.read_text())
-    return {
-        "name": experiment.name,
-        "seed": seed,
-        "config_file": experiment.config,
-        "overrides": list(experiment.overrides),
-        "config": yaml.safe_load((run_dir / "config.yaml").read_text()),
-        "evals": curve,
-        "steps": {
-            "command": " ".join([*argv, "--out", str(out.relative_to(ROOT))]),
-            "iteration": evaluated["iteration"],
-            "curve": [
-                {key: value for key, value in point.items() if key != "per_task"}
-                for point in evaluated["curve"]
-            ],
-        },
-        "provenance": {**provenance, **timing},
+    record["steps"] = {
+        "command": " ".join([*argv, "--out", str(out.relative_to(ROOT))]),
+        "iteration": evaluated["iteration"],
+        "curve": [
+            {key: value for key, value in point.items() if key != "per_task"}
+            for point in evaluated["curve"]
+        ],
     }
+    return record
 
 
 def run(names: list[str] | None, jobs: int, fresh: bool = False) -> None:

@@ -152,26 +152,37 @@ def train_one(experiment: Experiment, seed: int, extra: tuple[str, ...] = ()) ->
     return {**timing, "command": trial.command, "run_dir": str(trial.run_dir.relative_to(ROOT))}
 
 
-def collect(experiment: Experiment, seed: int, timing: dict[str, Any], provenance: dict) -> dict:
+RL_CURVE = {
+    "updates": "updates",
+    "env_steps": "env_steps_total",
+    "time_s": "time_s",
+    "pre": "eval_return_pre_adaptation",
+    "post": "eval_return_post_adaptation",
+}
+
+
+def collect(
+    experiment: Experiment,
+    seed: int,
+    timing: dict[str, Any],
+    provenance: dict,
+    keys: dict[str, str] = RL_CURVE,
+) -> dict:
+    """The run's data file: config, held-out evaluation curve (``keys``: name in the file ->
+    metrics.jsonl key; ``post`` marks the evaluation rows), provenance."""
     import yaml
 
     run_dir = ROOT / timing["run_dir"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [row for row in rows if "eval_return_post_adaptation" in row]
+    evals = [row for row in rows if keys["post"] in row]
     if not evals or evals[0]["iteration"] != -1:
         raise RuntimeError(f"{run_dir}: no iteration -1 evaluation (evaluation.initial off?)")
-    keys = {
-        "updates": "updates",
-        "env_steps": "env_steps_total",
-        "time_s": "time_s",
-        "pre": "eval_return_pre_adaptation",
-        "post": "eval_return_post_adaptation",
-    }
     curve = {name: [row.get(key) for row in evals] for name, key in keys.items()}
-    curve["obs_std_mean"] = [
-        next((r.get("obs_std_mean") for r in rows if r["iteration"] == row["iteration"]), None)
-        for row in evals
-    ]
+    if keys is RL_CURVE:  # the normaliser's scale, from the training rows
+        curve["obs_std_mean"] = [
+            next((r.get("obs_std_mean") for r in rows if r["iteration"] == row["iteration"]), None)
+            for row in evals
+        ]
     return {
         "name": experiment.name,
         "seed": seed,
@@ -321,13 +332,15 @@ def plot(groups: list[tuple[str, list[str]]], data: dict, out: Path, title: str)
     plt.close(figure)
 
 
-def caption(records: list[dict[str, Any]], what: str) -> str:
+def caption(
+    records: list[dict[str, Any]], what: str, script: str = SCRIPT, data: str = "results/data/rl"
+) -> str:
     configs = sorted({f"`{r['config_file']}`" for r in records})
     return (
-        f"*{what} Produced by `{SCRIPT} --run` at {code_line(records)}; each run is "
+        f"*{what} Produced by `{script} --run` at {code_line(records)}; each run is "
         f"`{ENV_LINE} .venv/bin/esmaml train CONFIG [OVERRIDES] seed=S --run-dir "
         f"runs/rl/NAME-sS` (configs: {', '.join(configs)}; each run's exact command is in "
-        f"`results/data/rl/NAME-sS.json`); re-rendered by `{SCRIPT}`.*"
+        f"`{data}/NAME-sS.json`); re-rendered by `{script}`.*"
     )
 
 
