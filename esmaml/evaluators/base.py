@@ -17,12 +17,13 @@ task ``(i mod N) mod n``. Backends:
 
 Contract every backend honours:
 
-- The values equal the local ones (bitwise when a backend evaluates the same rows in one call;
-  to float rounding otherwise, since a batched rollout may round differently per batch size).
+- The values equal the local ones bitwise, however the population is split: a member's
+  evaluation is the same arithmetic whatever else is in its call (``docs/ray.md``).
 - A NaN value marks a member whose evaluation was lost and dropped (a failed worker, within the
   backend's tolerance); ES-MAML then runs with ``nan_policy='drop'``.
 - Side effects land on the driver's family as if it had run the rollouts: observation
-  statistics go into ``family.normalizer.pending`` and steps into ``family.env_steps``.
+  statistics go into ``family.normalizer.pending`` (filed per member inside
+  ``family.members(rows)``, merged in member order) and steps into ``family.env_steps``.
 """
 
 from __future__ import annotations
@@ -133,9 +134,10 @@ def member_losses(
         slots = torch.arange(members, device=rows.device) % num_perturbations % n
         tasks = {key: value[slots] for key, value in tasks.items()}
         task_ids = rows
-    adapted = adaptation.adapt(family, params, tasks, task_ids, substream(inner_seed, "adapt"))
-    generator = substream_generator(inner_seed, "query", device=params.device)
-    return family.loss(adapted, tasks, task_ids, phase="query", generator=generator)
+    with family.members(rows):  # what the rollouts gather is filed per member
+        adapted = adaptation.adapt(family, params, tasks, task_ids, substream(inner_seed, "adapt"))
+        generator = substream_generator(inner_seed, "query", device=params.device)
+        return family.loss(adapted, tasks, task_ids, phase="query", generator=generator)
 
 
 class Evaluator(abc.ABC):

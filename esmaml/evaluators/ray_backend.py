@@ -13,12 +13,14 @@ creation, from a picklable factory (the trainer's is
 - driver -> worker, per sub-batch: that object's reference and a range of directions
   ``[start, stop)``; a sub-batch holds both members of each antithetic pair.
 - worker -> driver: :class:`SubBatchResult` = the values of the sub-batch's members, the
-  family's :meth:`~esmaml.tasks.base.TaskFamily.collected_state` (RL: the running statistics
-  of the observations its rollouts saw), and its env steps.
+  family's :meth:`~esmaml.tasks.base.TaskFamily.collected_state` (RL: the statistics of the
+  observations its rollouts saw, one set per episode, filed under its member), and its env
+  steps.
 
 Sub-batches are handed out dynamically: a queue, one sub-batch per idle worker, ``ray.wait``
-for the first to finish. The driver merges statistics and steps in sub-batch order (not
-completion order), so results do not depend on timing.
+for the first to finish. The driver adds the results in sub-batch order (not completion
+order); the RL statistics are merged in population-member order whatever the sub-batches, so
+the results do not depend on timing or on the split (bitwise, see ``docs/ray.md``).
 
 Faults: when a worker dies (actor death, worker crash, node death, a lost object) its sub-batch
 goes back on the queue and runs on the next idle worker, up to ``max_retries`` more times, and

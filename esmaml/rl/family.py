@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from esmaml.registry import import_module, resolve
-from esmaml.rl.normalization import ObservationNormalizer, RunningStats
+from esmaml.rl.normalization import CollectedStatistics, ObservationNormalizer, RunningStats
 from esmaml.rl.policies import Policy
 from esmaml.rl.rollout import RolloutResult, rollout, rollout_gym
 from esmaml.seeding import substream
@@ -281,6 +282,7 @@ class RLFamily(TaskFamily):
             device=self._device,
         )
         self.collect_statistics = True
+        self._members: Tensor | None = None  # see members()
         self.env_steps = 0
 
     @property
@@ -337,9 +339,35 @@ class RLFamily(TaskFamily):
         result = self._rollout(flat, tasks, ids, generator, collect)
         self.env_steps += result.steps
         if collect:
-            assert result.observation_stats is not None
-            self.normalizer.observe(result.observation_stats)
+            episode_stats = result.episode_observation_stats
+            assert episode_stats is not None
+            keys = self._member_keys(batch)
+            if keys is None:
+                self.normalizer.observe(episode_stats.reduce())
+            else:
+                self.normalizer.observe(episode_stats, keys)
         return (-result.returns).reshape(batch)
+
+    @contextlib.contextmanager
+    def members(self, rows: Tensor) -> Iterator[None]:
+        """Within: loss calls evaluate population members ``rows`` along their first batch
+        dim, and file each episode's observation statistics under its member, so that the
+        iteration's statistics do not depend on how the population was split (see
+        :meth:`esmaml.rl.normalization.ObservationNormalizer.observe`)."""
+        previous, self._members = self._members, rows.detach().to("cpu", torch.long)
+        try:
+            yield
+        finally:
+            self._members = previous
+
+    def _member_keys(self, batch: torch.Size) -> Tensor | None:
+        """The population member of each episode of a loss call on ``batch``, or None outside
+        :meth:`members` (or for a batch that is not one row per member)."""
+        members = self._members
+        if members is None or len(batch) == 0 or batch[0] != len(members):
+            return None
+        per_member = math.prod(batch[1:]) * self.episodes
+        return members.repeat_interleave(per_member).to(self._device)
 
     def _rollout(
         self,
@@ -494,13 +522,14 @@ class RLFamily(TaskFamily):
         pending = RunningStats.zeros(self.normalizer.dim, self._device).state_dict()
         self.normalizer.load_state_dict({"stats": stats, "pending": pending})
 
-    def collected_state(self) -> RunningStats:
-        """The statistics of the observations seen since :meth:`load_replica_state`."""
-        return self.normalizer.pending
+    def collected_state(self) -> CollectedStatistics:
+        """The statistics of the observations seen since :meth:`load_replica_state`, per
+        population member (unmerged: the driver merges everyone's in member order)."""
+        return self.normalizer.collected()
 
-    def merge_collected_state(self, state: RunningStats | None) -> None:
+    def merge_collected_state(self, state: CollectedStatistics | None) -> None:
         if state is not None and self.collect_statistics:
-            self.normalizer.observe(state)
+            self.normalizer.observe_collected(state)
 
     def close(self) -> None:
         """Drop the MuJoCo batches (rebuilt on the next rollout) and the gymnasium env."""

@@ -9,6 +9,7 @@ are masked, so a return is the sum of the per-step rewards up to termination.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esmaml.rl.normalization import RunningStats
+from esmaml.rl.normalization import RunningStats, pairwise_sum
 from esmaml.rl.policies import Policy
+
+#: torch's CPU elementwise kernels run a vectorised body over chunks of 2 x the vector width (at
+#: most 32 floats) and a scalar loop over the remainder, and their transcendental functions
+#: (sigmoid, tanh, exp, sin, cos) round differently in the two, so a row's numbers would depend
+#: on where it sits in the batch. The torch-native rollout pads its rows x episodes to a multiple
+#: of this, so every element of every per-step tensor goes through the vectorised body.
+PAD_ELEMENTS = 64
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,36 @@ class RolloutResult:
     returns: Tensor  # [N] mean return over the E episodes
     episode_returns: Tensor  # [N, E]
     steps: int  # environment steps actually taken (alive steps)
-    observation_stats: RunningStats | None  # of the observations the policy saw while alive
+    # [N * E] (episode e of row i at i * E + e): the statistics of the observations the policy
+    # saw while alive, one set per episode (see RunningStats.from_rows)
+    episode_observation_stats: RunningStats | None
+
+    @property
+    def observation_stats(self) -> RunningStats | None:
+        """The statistics of all the episodes' observations (merged in episode order)."""
+        stats = self.episode_observation_stats
+        return None if stats is None else stats.reduce()
+
+
+def padded_rows(rows: int, episodes: int = 1) -> int:
+    """The fewest rows ``>= rows`` whose ``rows * episodes`` is a multiple of
+    :data:`PAD_ELEMENTS`: then every ``[rows, episodes, k]`` tensor has no scalar remainder."""
+    step = PAD_ELEMENTS // math.gcd(episodes, PAD_ELEMENTS)
+    return -(-rows // step) * step
+
+
+def _pad(value: Tensor, rows: int) -> Tensor:
+    """``value [n, ...]`` with its last row repeated up to ``rows`` rows."""
+    extra = rows - value.shape[0]
+    if extra == 0:
+        return value
+    return torch.cat([value, value[-1:].expand(extra, *value.shape[1:])])
+
+
+def episode_mean(totals: Tensor) -> Tensor:
+    """``totals [N, E] -> [N]``: the mean over episodes, summed as :func:`pairwise_sum`
+    (a row's mean does not depend on the other rows)."""
+    return pairwise_sum(totals.transpose(0, 1)) / totals.shape[1]
 
 
 def rollout(
@@ -51,11 +88,23 @@ def rollout(
     ``initial_state`` (batch [N, E]) replaces the env's reset, e.g. to share start states
     between population members that share a task (common random numbers).
     ``observation_stats=False`` skips the observation statistics (``None`` in the result).
+
+    A row's numbers do not depend on the other rows (a population split into sub-batches gets
+    the values of one batch): the batch is padded (the last row repeated) to a multiple of
+    :data:`PAD_ELEMENTS` elements per feature, and returns and statistics are summed over time
+    by :func:`pairwise_sum`. With several intra-op threads, a per-step tensor above torch's grain
+    size (32768 elements) is split between them at boundaries that depend on its size, which
+    this does not cover (see ``docs/ray.md``).
     """
     n = params.shape[0]
     horizon = horizon or env.max_episode_steps
     batch_task = {k: v.unsqueeze(1).expand(n, episodes, *v.shape[1:]) for k, v in task.items()}
     state = dict(initial_state) if initial_state is not None else env.reset(batch_task, generator)
+    rows = padded_rows(n, episodes)
+    if rows > n:
+        params = _pad(params, rows)
+        batch_task = {k: _pad(v, rows) for k, v in batch_task.items()}
+        state = {k: _pad(v, rows) for k, v in state.items()}
     act = policy.bind(params)
     transform = None
     observe, step = env.observe, env.step
@@ -75,14 +124,13 @@ def rollout(
         terminations.append(terminated)
         if t == 0:
             observe, step = _unchecked(env)
-    rewards_all = torch.stack(rewards).to(params.dtype)  # [H, N, E]
-    observations_all = torch.stack(observations)  # [H, N, E, obs_dim]
+    rewards_all = torch.stack(rewards)[:, :n].to(params.dtype)  # [H, N, E]
     # An episode is alive before step t iff it has not terminated at a step < t, i.e. for
     # t <= its first termination (max over time returns the first maximal index).
     if horizon > 1:
-        hit, first = torch.stack(terminations[:-1]).view(torch.uint8).max(0)  # [N, E]
+        hit, first = torch.stack(terminations[:-1])[:, :n].view(torch.uint8).max(0)  # [N, E]
     if horizon == 1 or not bool(hit.any()):  # alive before every step: nothing to mask
-        totals = rewards_all.sum(0)
+        totals = pairwise_sum(rewards_all)
         steps = rewards_all.numel()
         alive = None
     else:
@@ -90,11 +138,15 @@ def rollout(
         steps = int(lengths.sum())
         index = torch.arange(horizon, device=lengths.device).view(-1, *([1] * lengths.dim()))
         alive = index < lengths  # [H, N, E]: alive before step t
-        totals = (rewards_all * alive.to(rewards_all.dtype)).sum(0)
-    # Two-pass float64 statistics: a one-pass float32 sum of squares loses the variance of
-    # observations far from zero (+26% at an offset of 1000).
-    stats = RunningStats.from_batch(observations_all, alive) if observation_stats else None
-    return RolloutResult(totals.mean(1), totals, steps, stats)
+        totals = pairwise_sum(rewards_all * alive.to(rewards_all.dtype))
+    stats = None
+    if observation_stats:
+        # Two-pass float64 statistics per episode: a one-pass float32 sum of squares loses
+        # the variance of observations far from zero (+26% at an offset of 1000).
+        observations_all = torch.stack(observations)[:, :n]  # [H, N, E, obs_dim]
+        flat = observations_all.reshape(horizon, n * episodes, -1)
+        stats = RunningStats.from_rows(flat, None if alive is None else alive.reshape(horizon, -1))
+    return RolloutResult(episode_mean(totals), totals, steps, stats)
 
 
 def _frozen(
@@ -148,7 +200,7 @@ def rollout_gym(
     n = params.shape[0]
     jobs = [(i, e) for i in range(n) for e in range(episodes)]
     totals = torch.zeros(n, episodes, dtype=torch.float64)
-    stats = RunningStats.zeros(policy.observation_dim)
+    chunk_stats: list[RunningStats] = []  # per episode, in job order
     steps = 0
     transform = _frozen(normalize, params.dtype)
     vector_env = make_vector_env(min(chunk, len(jobs)))
@@ -165,11 +217,11 @@ def rollout_gym(
             alive[len(batch) :] = False
             member = torch.tensor([i for i, _ in padded])
             returns = np.zeros(width)
+            seen, masks = [], []
             for _ in range(horizon):
                 obs_t = torch.as_tensor(obs, dtype=params.dtype)
-                mask = torch.as_tensor(alive)
-                if mask.any():
-                    stats = stats.merge(RunningStats.from_batch(obs_t, mask))
+                seen.append(obs_t)
+                masks.append(torch.as_tensor(alive.copy()))
                 steps += int(alive.sum())
                 action = policy.act(params[member], transform(obs_t).unsqueeze(1))
                 obs, reward, terminated, truncated, _ = vector_env.step(action.squeeze(1).numpy())
@@ -179,10 +231,12 @@ def rollout_gym(
                     break
             for env_index, (i, e) in enumerate(batch):
                 totals[i, e] = returns[env_index]
+            episode = RunningStats.from_rows(torch.stack(seen), torch.stack(masks))
+            chunk_stats.append(episode[: len(batch)])
     finally:
         vector_env.close()
     totals = totals.to(params.dtype)
-    return RolloutResult(totals.mean(1), totals, steps, stats)
+    return RolloutResult(episode_mean(totals), totals, steps, RunningStats.cat(chunk_stats))
 
 
 def _check_gym_observation(vector_env: Any, obs: Any, expected: tuple[int, ...]) -> None:

@@ -14,7 +14,9 @@ policy's sigmoid differently in a vectorised body and in a scalar remainder, and
 fall where depends on the batch shape (see ``_policy_blocks``); HalfCheetah's dynamics are
 chaotic enough to grow that into visible return differences over 200 steps. Here a row's
 numbers never depend on the other rows, so a population split between Ray workers gives the
-values it gives in one process.
+values it gives in one process: the policy runs on padded blocks (below), and the observation
+statistics are kept per episode (:meth:`RunningStats.from_rows`), for the family to merge in
+population-member order.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import Tensor
 
 from esmaml.rl.normalization import RunningStats
 from esmaml.rl.policies import Policy
-from esmaml.rl.rollout import RolloutResult, _frozen
+from esmaml.rl.rollout import RolloutResult, _frozen, episode_mean
 
 __all__ = ["rollout_mujoco", "rollout_mujoco_warp"]
 
@@ -104,7 +106,7 @@ def rollout_mujoco(
     window = max(1, min(horizon, _STATS_WINDOW // (rows * policy.observation_dim)))
     observations = torch.empty(window, rows, policy.observation_dim, dtype=dtype)
     alive_steps = torch.zeros(window, rows, dtype=torch.bool)
-    stats = RunningStats.zeros(policy.observation_dim)
+    stats: RunningStats | None = None  # [rows]: per episode, windows merged elementwise
     filled = 0
     # [padded, obs_dim]: the rows' latest observations (finished rows keep their last one,
     # padding rows are zeros)
@@ -117,7 +119,7 @@ def rollout_mujoco(
     steps = 0
     for _ in range(horizon):
         if filled == window:
-            stats = stats.merge(RunningStats.from_batch(observations, alive_steps))
+            stats = _fold(stats, RunningStats.from_rows(observations, alive_steps))
             filled = 0
         observations[filled] = current[:rows]
         alive_steps[filled] = torch.from_numpy(alive)
@@ -139,9 +141,14 @@ def rollout_mujoco(
             running = running[~terminated]
             if len(running) == 0:
                 break
-    stats = stats.merge(RunningStats.from_batch(observations[:filled], alive_steps[:filled]))
+    stats = _fold(stats, RunningStats.from_rows(observations[:filled], alive_steps[:filled]))
     totals = torch.from_numpy(returns).view(n, episodes).to(dtype)
-    return RolloutResult(totals.mean(1), totals, steps, stats)
+    return RolloutResult(episode_mean(totals), totals, steps, stats)
+
+
+def _fold(stats: RunningStats | None, window: RunningStats) -> RunningStats:
+    """Per-episode statistics of the windows so far, merged elementwise (row by row)."""
+    return window if stats is None else stats.merge(window)
 
 
 def rollout_mujoco_warp(
@@ -194,7 +201,7 @@ def rollout_mujoco_warp(
         current, reward, terminated = batch.step(action.to(batch.dtype))
         totals += torch.where(alive, reward[:rows].double(), 0.0)
         alive &= ~terminated[:rows]
-    stats = RunningStats.from_batch(observations, alive_steps)
+    stats = RunningStats.from_rows(observations, alive_steps)
     steps = int(alive_steps.sum())  # the one host sync
     totals = totals.view(n, episodes).to(dtype)
-    return RolloutResult(totals.mean(1), totals, steps, stats)
+    return RolloutResult(episode_mean(totals), totals, steps, stats)

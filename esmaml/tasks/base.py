@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -145,6 +145,14 @@ class TaskFamily(abc.ABC):
     def merge_collected_state(self, state: Any) -> None:  # noqa: B027 - nothing to merge
         """Fold a worker's :meth:`collected_state` into the driver's family, as if this
         family had run the worker's evaluations. Default: no-op."""
+
+    @contextlib.contextmanager
+    def members(self, rows: Tensor) -> Iterator[None]:
+        """Within: loss calls evaluate population members ``rows`` along their first batch
+        dim. A family that gathers state from its evaluations (RL: observation statistics)
+        files it per member, so that what it gathers does not depend on how the population
+        was split between calls or workers. Default: nothing to file."""
+        yield
 
 
 def validate_tasks(
