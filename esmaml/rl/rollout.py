@@ -105,6 +105,8 @@ def rollout(
         params = _pad(params, rows)
         batch_task = {k: _pad(v, rows) for k, v in batch_task.items()}
         state = {k: _pad(v, rows) for k, v in state.items()}
+        if action_noise is not None:
+            action_noise = _pad(action_noise.transpose(0, 1), rows).transpose(0, 1)
     act = policy.bind(params)
     transform = None
     observe, step = env.observe, env.step
