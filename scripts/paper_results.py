@@ -77,6 +77,12 @@ EXPERIMENTS = [
         "configs/nav2d_first_order.yaml",
         (NAV_IT, UNSHAPED, "meta.params.hessian_correction=true"),
     ),
+    # The same tuning budget for both sides of section 1: three outer learning rates each on
+    # Navigation2D, K = 20 (the shipped one and two others, a decade apart or half of one).
+    Experiment("nav_es_k20_lr3e-3", "configs/nav2d_es.yaml", (NAV_IT, "optimizer.lr=0.003")),
+    Experiment("nav_es_k20_lr3e-2", "configs/nav2d_es.yaml", (NAV_IT, "optimizer.lr=0.03")),
+    Experiment("nav_pg_k20_lr1e-3", "configs/nav2d_pg.yaml", (NAV_IT, "optimizer.lr=0.001")),
+    Experiment("nav_pg_k20_lr1e-4", "configs/nav2d_pg.yaml", (NAV_IT, "optimizer.lr=0.0001")),
     # Exploration on the sparse tasks: hill climbing vs ES-gradient vs DPP vs PG-MAML.
     *(
         Experiment(f"{task}_{method}_300it", f"configs/{task}_{method}.yaml", (SPARSE_IT,))
