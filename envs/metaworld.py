@@ -191,9 +191,10 @@ class ML1(gymnasium.Env[np.ndarray, np.ndarray]):
 
 ENV_ID = "esmaml-metaworld/ML1-v0"
 if ENV_ID not in gymnasium.registry:
-    # esmaml finds the class's id here (esmaml.rl.env_resolution.resolve_env). Meta-World's observation
-    # space has bounds gymnasium's passive checker warns about at every make (the hidden goal's
-    # three zero-width dimensions, infinite ones): Meta-World's own, so not checked here.
+    # esmaml finds the class's id here (esmaml.rl.env_resolution.resolve_env). Meta-World's
+    # observation space has bounds gymnasium's passive checker warns about at every make (the
+    # hidden goal's three zero-width dimensions, infinite ones): Meta-World's own, so not
+    # checked here.
     gymnasium.register(
         ENV_ID, entry_point="envs.metaworld:ML1", max_episode_steps=500, disable_env_checker=True
     )

@@ -2,8 +2,9 @@
 
 Imported by scripts/paper_results.py, which also trains the runs. Every number is computed here
 from the data files; the verdicts follow fixed rules stated in the text (a 95% interval that
-excludes zero), and results/paper_notes.md (hand-written context, no numbers of its own) is
-appended verbatim.
+excludes zero). results/paper_notes.md, hand-written context whose figures are cells or
+generated lines of the tables, is appended verbatim. The statistics live in paper_stats.py,
+the sine section in paper_sine.py and the plots in paper_figures.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import rl_results
 from paper_figures import LABEL, curves, low_k_figure
+from paper_sine import SINE_LABEL, sine_section
+from paper_stats import ci, direction, first, last, sd, welch
 from results_runs import ENV
 from rl_results import gains
 
@@ -22,48 +25,6 @@ from esmaml.sweep import Interval, seed_interval
 Records = dict[str, list[dict[str, Any]]]
 ENV_LINE = " ".join(f"{key}={value}" for key, value in ENV.items())
 SCRIPT = ".venv/bin/python scripts/paper_results.py"
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def last(records: list[dict[str, Any]], key: str = "post") -> list[float]:
-    return [r["evals"][key][-1] for r in records]
-
-
-def first(records: list[dict[str, Any]], key: str = "post") -> list[float]:
-    return [r["evals"][key][0] for r in records]
-
-
-def welch(a: list[float], b: list[float]) -> Interval:
-    """mean(a) - mean(b) and its 95% Welch interval (unequal variances, Welch-Satterthwaite
-    degrees of freedom): independent seeds, not paired."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return Interval(sum(a) / len(a) - sum(b) / len(b), math.nan, math.nan, 0)
-    result = stats.ttest_ind(a, b, equal_var=False)
-    low, high = result.confidence_interval(0.95)
-    diff = sum(a) / len(a) - sum(b) / len(b)
-    return Interval(diff, float(low), float(high), len(a) + len(b))
-
-
-def ci(interval: Interval, digits: int = 1, sign: bool = True) -> str:
-    f = f"{{:{'+' if sign else ''}.{digits}f}}"
-    if math.isnan(interval.low):
-        return f.format(interval.mean)
-    return f"{f.format(interval.mean)} [{f.format(interval.low)}, {f.format(interval.high)}]"
-
-
-def direction(interval: Interval) -> int:
-    """+1 / -1 when the 95% interval lies above / below zero, else 0."""
-    if interval.low > 0:
-        return 1
-    if interval.high < 0:
-        return -1
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,84 +73,6 @@ def difference_rows(pairs: list[tuple[str, str, str]], data: Records) -> list[st
 
 
 # ---------------------------------------------------------------------------------------------
-# sine
-# ---------------------------------------------------------------------------------------------
-
-SINE_LABEL = {
-    "sine_maml": "MAML (torch.func, exact second order)",
-    "sine_es_gd": "ES-MAML, gradient-descent adaptation",
-    "sine_es_grad": "ES-MAML, ES-gradient adaptation",
-    "sine_es_hc": "ES-MAML, hill-climbing adaptation",
-}
-
-
-def at_or_before(record: dict[str, Any], key: str, bound: float) -> tuple[float, float, int]:
-    """The last held-out evaluation with ``key <= bound``: (post MSE, time_s, updates)."""
-    evals = record["evals"]
-    index = max(i for i, value in enumerate(evals[key]) if value <= bound + 1e-9)
-    return evals["post"][index], evals["time_s"][index], evals["updates"][index]
-
-
-def sine_section(data: Records) -> tuple[list[str], dict[str, Any]]:
-    """Tables for MAML vs ES-MAML on sine; also the facts the claims table needs."""
-    names = [n for n in SINE_LABEL if n in data]
-    if "sine_maml" not in names:
-        return [], {}
-    maml = {r["seed"]: r for r in data["sine_maml"]}
-    lines = [
-        "| method | seeds | iterations | training time s | post MSE, last | post MSE @ T "
-        "(equal wall clock) | ratio to MAML @ T | post MSE, MAML @ same iteration | "
-        "ES / MAML @ same iteration |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    facts: dict[str, Any] = {}
-    for name in names:
-        records = [r for r in data[name] if r["seed"] in maml]
-        at_t, ratio_t, maml_same, ratio_same = [], [], [], []
-        for r in records:
-            reference = maml[r["seed"]]
-            budget = reference["evals"]["time_s"][-1]
-            post, _, _ = at_or_before(r, "time_s", budget)
-            at_t.append(post)
-            ratio_t.append(post / reference["evals"]["post"][-1])
-            same, _, _ = at_or_before(reference, "updates", r["evals"]["updates"][-1])
-            maml_same.append(same)
-            ratio_same.append(r["evals"]["post"][-1] / same)
-        iterations = records[0]["evals"]["updates"][-1]
-        time_s = sum(r["evals"]["time_s"][-1] for r in records) / len(records)
-        ratio = seed_interval(ratio_t)
-        facts[name] = {"ratio_at_T": ratio, "post_at_T": seed_interval(at_t)}
-        lines.append(
-            f"| {SINE_LABEL[name]} | {len(records)} | {iterations} | {time_s:.0f} | "
-            f"{ci(seed_interval(last(records)), 3, False)} | "
-            f"{ci(seed_interval(at_t), 3, False)} | {ci(ratio, 2, False)} | "
-            f"{ci(seed_interval(maml_same), 3, False)} | "
-            f"{ci(seed_interval(ratio_same), 2, False)} |"
-        )
-    steps_lines = [
-        "| method | MSE, 0 steps (pre) | after 1 step | after 5 steps | after 10 steps |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in names:
-        cells = []
-        for k in (0, 1, 5, 10):
-            values = [
-                next(p["post_adaptation"] for p in r["steps"]["curve"] if p["steps"] == k)
-                for r in data[name]
-            ]
-            cells.append(ci(seed_interval(values), 3, False))
-        steps_lines.append(f"| {SINE_LABEL[name]} | {' | '.join(cells)} |")
-    # MAML's plateau: the held-out post MSE over the last quarter of its training.
-    quarter = []
-    for r in data["sine_maml"]:
-        final_it = r["evals"]["updates"][-1]
-        earlier, _, _ = at_or_before(r, "updates", 0.75 * final_it)
-        quarter.append(r["evals"]["post"][-1] - earlier)
-    facts["maml_last_quarter"] = seed_interval(quarter)
-    return [*lines, "", "__STEPS__", *steps_lines], facts
-
-
-# ---------------------------------------------------------------------------------------------
 # the document
 # ---------------------------------------------------------------------------------------------
 
@@ -214,6 +97,30 @@ MUJOCO = [
     ("mujoco_fb_es", "ES-MAML, HalfCheetah forward-backward"),
     ("mujoco_gv_es", "ES-MAML, HalfCheetah goal-velocity"),
 ]
+
+
+def per_seed(records: list[dict[str, Any]], name: str, what: str = "gain") -> str:
+    """One line: each seed's gain (or ``what="last"``: last post return, or ``"first"``: the
+    iteration-0 one), so that a wide interval can be read run by run."""
+    by_seed = sorted(records, key=lambda r: r["seed"])
+    values = {"gain": gains, "last": last, "first": first}[what](by_seed)
+    label = {"gain": "gain", "last": "last post return", "first": "post return at it 0"}[what]
+    each = ", ".join(f"seed {r['seed']} {v:+.1f}" for r, v in zip(by_seed, values))
+    return f"{name}, {label} per seed: {each}."
+
+
+def pre_adaptation_drop(records: list[dict[str, Any]], name: str, within: int) -> str:
+    """One line: each seed's pre-adaptation return at iteration 0 and its lowest evaluation
+    within the first ``within`` iterations (how far the outer step moves the start)."""
+    each = []
+    for r in sorted(records, key=lambda r: r["seed"]):
+        evals = r["evals"]
+        early = [pre for it, pre in zip(evals["updates"], evals["pre"]) if it <= within]
+        each.append(f"seed {r['seed']} {early[0]:.1f} to {min(early):.1f}")
+    return (
+        f"{name}, pre-adaptation return at iteration 0 and its lowest within the first "
+        f"{within} iterations: {'; '.join(each)}."
+    )
 
 
 def table(rows: list[tuple[str, str]], data: Records, what: str) -> list[str]:
@@ -285,6 +192,8 @@ def render(data: Records, out: Path, notes: Path) -> None:
         ("FourCorners", [(f"four_corners_{m}_300it", LABEL[m]) for m in LABEL]),
         ("SixCircles", [(f"six_circles_{m}_300it", LABEL[m]) for m in LABEL]),
     ]
+    if "nav_pg_k20" in data:
+        lines += [pre_adaptation_drop(data["nav_pg_k20"], "nav_pg_k20", within=100), ""]
     if curves(panels, data, out / "paper_es_vs_pg.png"):
         lines += ["![ES-MAML vs PG-MAML against env steps](paper_es_vs_pg.png)", ""]
     # 2. Low K.
@@ -311,7 +220,7 @@ def render(data: Records, out: Path, notes: Path) -> None:
     ]
     lines += ["", *difference_rows(pairs, data), ""]
     spread = [
-        f"{label}: sd of the last post return across seeds {_sd(last(data[n])):.1f}"
+        f"{label}: sd of the last post return across seeds {sd(last(data[n])):.1f}"
         for n, label in ORDER
         if n in data
     ]
@@ -340,6 +249,10 @@ def render(data: Records, out: Path, notes: Path) -> None:
         pairs.append((f"{title}: HC - ES-gradient", f"{task}_hc_300it", f"{task}_es_300it"))
         pairs.append((f"{title}: DPP - ES-gradient", f"{task}_dpp_300it", f"{task}_es_300it"))
     lines += ["The runs of Table 1 (sparse rows).", "", *difference_rows(pairs, data), ""]
+    sparse_six = [n for n, _, title in SPARSE if title == "SixCircles" and n in data]
+    for what in ("first", "last"):
+        lines += [per_seed(data[n], n, what) for n in sparse_six]
+        lines += [""]
     # 6. MuJoCo.
     lines += ["## 6. MuJoCo: HalfCheetah forward-backward and goal-velocity", ""]
     lines += table(
@@ -348,6 +261,8 @@ def render(data: Records, out: Path, notes: Path) -> None:
         "Table 6. 16 antithetic pairs, K = 5, horizon 200 (38.4k env steps an iteration), "
         "10 held-out tasks, 50 iterations (the shipped configs' budget).",
     )
+    lines += [""]
+    lines += [f"{per_seed(data[n], n)}" for n, _ in MUJOCO if n in data]
     lines += [""]
     # 7. Sine.
     lines += ["## 7. Sine regression: MAML at its plateau vs ES-MAML", ""]
@@ -467,8 +382,3 @@ def render(data: Records, out: Path, notes: Path) -> None:
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
     (out / "paper.md").write_text("\n".join(lines))
-
-
-def _sd(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))

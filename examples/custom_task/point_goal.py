@@ -1,8 +1,9 @@
 """A plain gymnasium meta-RL environment: a point in the plane moving to a per-task goal.
 
 Any ``gymnasium.Env`` is a task distribution for esmaml when it has the task interface
-(``esmaml.rl.env_resolution.GymMetaEnv``): ``sample_tasks(n, seed)`` returning dicts of numbers, and a
-settable ``task``. esmaml steps it through gymnasium's ``SyncVectorEnv`` (on the CPU).
+(``esmaml.rl.env_resolution.GymMetaEnv``): ``sample_tasks(n, seed)`` returning dicts of
+numbers, and a settable ``task``. esmaml steps it through gymnasium's ``SyncVectorEnv``
+(on the CPU).
 """
 
 from __future__ import annotations
